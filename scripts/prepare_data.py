@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Prepare a token dataset: `python scripts/prepare_data.py {corpus,openwebtext,files} --help`."""
+
+import sys
+
+from sophia_train.prepare import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Structured configs: one dataclass per config group, registered as Hydra schemas.
+
+Every yaml under ``configs/<group>/`` starts from the schema of its group (``defaults: [<schema>]``),
+so a typo such as ``optim.rhoo=1`` is refused by Hydra, and ``OmegaConf.to_object`` hands the code
+below ``__main__`` real dataclasses. ``validate`` turns impossible values into one clear message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A configuration or input problem the user can fix; printed as one paragraph, no traceback."""
+
+
+@dataclass
+class ModelConfig:
+    """GPT shape. ``vocab_size: null`` takes the dataset's vocabulary, padded to ``pad_vocab_to``."""
+
+    name: str = MISSING
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    n_embd: int = MISSING
+    block_size: int = 1024
+    vocab_size: Optional[int] = None
+    pad_vocab_to: int = 64
+    dropout: float = 0.0
+    bias: bool = False
+    attn_scale_by_layer: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Fields every optimizer has; each optimizer's schema adds its own."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamWConfig(OptimConfig):
+    """torch.optim.AdamW (fused on CUDA, foreach elsewhere); paper Sec. 3.1 baseline settings."""
+
+    name: str = "adamw"
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+
+
+@dataclass
+class SophiaGConfig(OptimConfig):
+    """Sophia-G (Alg. 3 with the GNB estimator of Alg. 2); official-repo defaults.
+
+    ``hess_interval`` is k; ``gnb_fraction`` the share of each micro-batch's sequences used by the
+    GNB hook (paper: 240 of 480).
+    """
+
+    name: str = "sophia_g"
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.965, 0.99)
+    rho: float = 0.05
+    eps: float = 1e-15
+    weight_decay: float = 0.2
+    hess_interval: int = 10
+    gnb_fraction: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    """A prepared token dataset: ``dir`` holds ``train.bin``, ``val.bin`` and ``meta.json``."""
+
+    name: str = MISSING
+    dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """Batch, schedule, evaluation, checkpointing and run bookkeeping."""
+
+    batch_size: int = 8  # sequences per micro-batch (per process)
+    grad_accum: int = 1  # micro-batches per optimizer step summed over all processes (nanoGPT's rule):
+    #                      the global batch is batch_size x grad_accum whatever the number of processes
+    seq_len: Optional[int] = None  # defaults to the model's block_size
+    max_steps: int = 1000
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # final LR = 0.05 x peak (paper Sec. 3.1)
+    grad_clip: float = 1.0  # global grad-norm clip; 0 disables
+    eval_interval: int = 200
+    eval_iters: int = 20
+    log_interval: int = 10
+    ckpt_interval: int = 500  # 0: only at the end
+    out_dir: str = "runs/${run_name}"
+    resume: bool = False  # continue the run in out_dir from its checkpoint
+    overwrite: bool = False  # start afresh even if out_dir holds a checkpoint (it is replaced at the first save)
+    stop_after_step: Optional[int] = None  # end this invocation early; the schedule still targets max_steps
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA if supported, else fp32) | float32 | bfloat16
+    compile: bool = False
+    threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
+    plot: bool = True  # write loss_curve.png into out_dir at the end
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides the console and ``metrics.jsonl``."""
+
+    wandb: bool = False
+    wandb_project: str = "sophia_train"
+    wandb_run_name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    """The whole run. ``model`` has no default: choose it with ``+model=NAME``."""
+
+    model: Optional[ModelConfig] = None
+    optim: Any = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run_name: str = MISSING
+
+
+OPTIM_SCHEMAS: dict[str, type] = {"adamw": AdamWConfig, "sophia_g": SophiaGConfig}
+
+
+def register_configs() -> None:
+    """Register the root and group schemas with Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="train", name="train_schema", node=TrainConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name, schema in OPTIM_SCHEMAS.items():
+        cs.store(group="optim", name=f"{name}_schema", node=schema)
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Refuse impossible settings with a message that says what to change."""
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    _require(m is not None, "no model chosen: add +model=NAME (see `python -m sophia_train` for the list).")
+    _require(m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, f"model {m.name}: n_layer, n_head, n_embd must be positive.")
+    _require(
+        m.n_embd % m.n_head == 0,
+        f"model {m.name}: n_embd={m.n_embd} is not divisible by n_head={m.n_head}.",
+    )
+    _require(m.block_size > 0, f"model {m.name}: block_size must be positive, got {m.block_size}.")
+    _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}.")
+    _require(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}.")
+    _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}.")
+    betas = getattr(o, "betas", None)
+    if betas is not None:
+        _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
+    if isinstance(o, SophiaGConfig):
+        _require(o.rho > 0, f"optim.rho must be positive, got {o.rho}.")
+        _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
+        _require(0 < o.gnb_fraction <= 1, f"optim.gnb_fraction must be in (0, 1], got {o.gnb_fraction}.")
+    seq_len = t.seq_len if t.seq_len is not None else m.block_size
+    _require(seq_len > 0, f"train.seq_len must be positive, got {seq_len}.")
+    _require(
+        seq_len <= m.block_size,
+        f"train.seq_len={seq_len} is larger than the block size of model {m.name} ({m.block_size}); "
+        f"lower train.seq_len or raise model.block_size.",
+    )
+    _require(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}.")
+    _require(t.grad_accum > 0, f"train.grad_accum must be positive, got {t.grad_accum}.")
+    _require(t.max_steps > 0, f"train.max_steps must be positive, got {t.max_steps}.")
+    _require(0 <= t.warmup_steps <= t.max_steps, f"train.warmup_steps must be in [0, max_steps={t.max_steps}], got {t.warmup_steps}.")
+    _require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}.")
+    _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables), got {t.grad_clip}.")
+    _require(t.eval_iters > 0 and t.eval_interval > 0 and t.log_interval > 0, "train.eval_iters, eval_interval and log_interval must be positive.")
+    _require(t.ckpt_interval >= 0, f"train.ckpt_interval must be >= 0, got {t.ckpt_interval}.")
+    if t.stop_after_step is not None:
+        _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
+    _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
+    accum_per_rank(t.grad_accum, world_size)
+
+
+def accum_per_rank(grad_accum: int, world_size: int) -> int:
+    """Micro-batches each process runs per step so that the global batch does not depend on world size."""
+    per_rank, rem = divmod(grad_accum, world_size)
+    if rem or per_rank == 0:
+        raise ConfigError(
+            f"train.grad_accum={grad_accum} micro-batches per step cannot be split evenly over {world_size} "
+            f"processes: make train.grad_accum a multiple of {world_size} (the global batch is "
+            f"train.batch_size x train.grad_accum sequences, independent of the number of processes)."
+        )
+    return per_rank

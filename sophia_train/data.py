@@ -1,0 +1,133 @@
+"""Token datasets on disk (``train.bin``/``val.bin`` memmaps + ``meta.json``) and batch sampling.
+
+Every batch is a pure function of ``(seed, split, step, global micro-batch index)``: a resumed run
+continues the same data stream without saving any sampler state, and a run on N processes with
+accumulation A/N sees exactly the batches of one process with accumulation A.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+_STREAM = {"train": 0, "val": 1}
+
+
+@dataclass
+class TokenDataset:
+    """A prepared dataset folder, checked for presence and consistency on open."""
+
+    dir: Path
+    vocab_size: int
+    tokenizer: str
+    dtype: np.dtype
+    num_tokens: dict[str, int]
+
+    def tokens(self, split: str) -> np.memmap:
+        """Read-only memmap of one split (re-opened per call: long-lived memmaps grow RSS)."""
+        return np.memmap(self.dir / f"{split}.bin", dtype=self.dtype, mode="r")
+
+
+def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = "") -> TokenDataset:
+    """Open and validate a prepared dataset; raise ``ConfigError`` saying how to prepare it if absent."""
+    d = Path(path)
+    label = f"dataset {name!r}" if name else "dataset"
+    hint = prepare_hint or f"python scripts/prepare_data.py {name or '<name>'}"
+    missing = [f for f in (META_FILE, "train.bin", "val.bin") if not (d / f).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{label} is not prepared: {', '.join(str(d / f) for f in missing)} not found. "
+            f"Prepare it with `{hint}`, or point data.dir (or SOPHIA_DATA_DIR) at a prepared folder."
+        )
+    try:
+        meta = json.loads((d / META_FILE).read_text())
+        vocab_size = int(meta["vocab_size"])
+        dtype = np.dtype(meta.get("dtype", "uint16"))
+        tokenizer = str(meta.get("tokenizer", "unknown"))
+        expected = {s: int(meta["num_tokens"][s]) for s in SPLITS}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({type(e).__name__}: {e}); prepare the dataset again with `{hint}`.") from None
+    for split in SPLITS:
+        size = (d / f"{split}.bin").stat().st_size
+        if size % dtype.itemsize or size // dtype.itemsize != expected[split]:
+            raise ConfigError(
+                f"{label}: {d / f'{split}.bin'} holds {size} bytes, but meta.json promises {expected[split]} "
+                f"{dtype.name} tokens ({expected[split] * dtype.itemsize} bytes): the file is truncated or corrupt. "
+                f"Prepare it again with `{hint}`."
+            )
+    ds = TokenDataset(dir=d, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype, num_tokens=expected)
+    for split in SPLITS:
+        head = np.asarray(ds.tokens(split)[: 1 << 20])
+        if head.size and int(head.max()) >= vocab_size:
+            raise ConfigError(
+                f"{label}: {split}.bin holds token id {int(head.max())}, outside the vocabulary of {vocab_size} "
+                f"in meta.json: the file is corrupt or belongs to another tokenizer. Prepare it again with `{hint}`."
+            )
+    return ds
+
+
+def check_fits(ds: TokenDataset, seq_len: int) -> None:
+    """Refuse a dataset split too short to draw one sequence of ``seq_len + 1`` tokens."""
+    for split in SPLITS:
+        if ds.num_tokens[split] < seq_len + 2:
+            raise ConfigError(
+                f"the {split} split of {ds.dir} has {ds.num_tokens[split]} tokens, too few for sequences of "
+                f"{seq_len} tokens; lower train.seq_len or prepare more data."
+            )
+
+
+def write_split(path: Path, ids: np.ndarray) -> None:
+    """Write one split's tokens atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    ids.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def write_meta(d: Path, vocab_size: int, tokenizer: str, num_tokens: dict[str, int], source: str) -> None:
+    """Write ``meta.json`` describing a prepared dataset (written last: its presence marks completion)."""
+    meta = {
+        "vocab_size": vocab_size,
+        "tokenizer": tokenizer,
+        "dtype": "uint16" if vocab_size <= 65536 else "uint32",
+        "num_tokens": num_tokens,
+        "source": source,
+    }
+    tmp = d / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, d / META_FILE)
+
+
+class BatchSampler:
+    """Draws ``(x, y)`` micro-batches of random windows, deterministically from the step and index."""
+
+    def __init__(self, ds: TokenDataset, seq_len: int, batch_size: int, seed: int, device: torch.device):
+        check_fits(ds, seq_len)
+        self.ds, self.seq_len, self.batch_size, self.seed, self.device = ds, seq_len, batch_size, seed, device
+
+    def offsets(self, split: str, step: int, index: int) -> np.ndarray:
+        """Start offsets of the windows of micro-batch ``index`` at ``step``."""
+        rng = np.random.default_rng([self.seed, _STREAM[split], step, index])
+        return rng.integers(0, self.ds.num_tokens[split] - self.seq_len - 1, size=self.batch_size)
+
+    def get(self, split: str, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets, ``(batch_size, seq_len)`` int64 on the sampler's device."""
+        data = self.ds.tokens(split)
+        ix = self.offsets(split, step, index)
+        window = np.stack([np.asarray(data[i : i + self.seq_len + 1], dtype=np.int64) for i in ix])
+        xy = torch.from_numpy(window)
+        x, y = xy[:, :-1], xy[:, 1:]
+        if self.device.type == "cuda":
+            return (
+                x.contiguous().pin_memory().to(self.device, non_blocking=True),
+                y.contiguous().pin_memory().to(self.device, non_blocking=True),
+            )
+        return x.contiguous(), y.contiguous()

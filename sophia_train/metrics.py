@@ -1,0 +1,96 @@
+"""Metric sinks (console, JSONL, optional wandb) and throughput helpers (MFU with per-device peaks)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Dense bf16 peak FLOP/s by device-name substring (vendor datasheets, without sparsity).
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; PCIe parts are lower (756e12)
+    "A100": 312e12,
+    "A6000": 155e12,
+    "A5000": 111e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "V100": 125e12,
+    "4090": 165e12,
+    "3090": 71e12,
+}
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """bf16 dense peak of ``device`` if known; None on CPU or unknown GPUs (then no MFU is shown)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    if "H100" in name and "PCIe" in name:
+        return 756e12
+    for key, peak in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return peak
+    return None
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m03s`` style duration."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class MetricsLogger:
+    """Writes one JSON object per event to ``metrics.jsonl``, mirrors it to wandb when enabled."""
+
+    def __init__(self, out_dir: str | os.PathLike, enabled: bool = True, wandb_cfg: dict[str, Any] | None = None):
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self._wandb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if wandb_cfg is not None:
+            try:
+                import wandb
+            except ImportError:
+                raise RuntimeError("logger.wandb=true needs the wandb package: pip install wandb") from None
+            self._wandb = wandb.init(**wandb_cfg)
+
+    def log(self, kind: str, record: dict[str, Any]) -> None:
+        """Append ``{"kind": kind, **record}`` to the JSONL file (and wandb)."""
+        if not self.enabled:
+            return
+        row = {"kind": kind, **{k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            step = row.get("step")
+            self._wandb.log({f"{kind}/{k}": v for k, v in row.items() if k not in ("kind", "step") and isinstance(v, (int, float))}, step=step)
+
+    def close(self) -> None:
+        """Finish the wandb run, if any."""
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file (a torn last line is skipped)."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

@@ -1,0 +1,381 @@
+"""The training loop. One loop for every optimizer; curvature estimation is a hook it calls.
+
+Order of one optimizer step (``step`` counts completed steps, 0-based while running):
+
+    lr <- schedule(step)
+    for each micro-batch of this rank: forward, backward (DDP syncs on the last one)
+    if the optimizer takes curvature and step % k == 0:       # Sophia Alg. 3, line 7 (t mod k = 1)
+        h_hat <- GNB on a subset of this step's micro-batches  # .grad untouched
+        optimizer.update_hessian(h_hat)
+    clip the global grad norm (real gradient only)
+    optimizer.step()
+    log / eval / checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError, accum_per_rank, validate
+from .curvature import gnb_estimate
+from .data import BatchSampler, open_dataset
+from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
+from .metrics import MetricsLogger, device_peak_flops, format_duration
+from .model import GPT, GPTConfig
+from .optim import build_optimizer, uses_hessian
+from .schedule import lr_at
+
+
+def _pad(n: int, multiple: int) -> int:
+    return n if multiple <= 1 else ((n + multiple - 1) // multiple) * multiple
+
+
+def gpt_config(cfg: Config, dataset_vocab: int) -> GPTConfig:
+    """The model shape of this run; the vocabulary comes from the dataset unless set explicitly."""
+    m = cfg.model
+    vocab = m.vocab_size if m.vocab_size is not None else _pad(dataset_vocab, m.pad_vocab_to)
+    if vocab < dataset_vocab:
+        raise ConfigError(
+            f"model.vocab_size={vocab} is smaller than the vocabulary of dataset {cfg.data.name!r} ({dataset_vocab}); "
+            f"leave model.vocab_size unset to take it from the data."
+        )
+    return GPTConfig(
+        n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size, vocab_size=vocab,
+        dropout=m.dropout, bias=m.bias, attn_scale_by_layer=m.attn_scale_by_layer,
+    )
+
+
+class Trainer:
+    """Builds every component from the config, checks inputs before heavy work, and runs ``fit``."""
+
+    def __init__(self, cfg: Config, info: DistInfo | None = None):
+        self.cfg = cfg
+        self.info = info or DistInfo()
+        t = cfg.train
+        validate(cfg, self.info.world_size)
+        self.accum = accum_per_rank(t.grad_accum, self.info.world_size)
+        self.seq_len = t.seq_len or cfg.model.block_size
+        self.out_dir = Path(t.out_dir)
+        self.ckpt_path = self.out_dir / ckpt.CHECKPOINT_NAME
+
+        # --- cheap checks first: data, model shape, checkpoint compatibility --------------------
+        self.dataset = open_dataset(cfg.data.dir, cfg.data.name, f"python scripts/prepare_data.py {cfg.data.name}")
+        self.gpt_config = gpt_config(cfg, self.dataset.vocab_size)
+        resume_state = self._check_out_dir()
+
+        # --- device, process group, model -----------------------------------------------------------
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = pick_device(t.device, self.info)
+        init_process_group(self.info, self.device)
+        self.ptdtype = self._pick_dtype()
+        self.autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.ptdtype)
+            if self.ptdtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        torch.manual_seed(t.seed)
+        self.raw_model = GPT(self.gpt_config).to(self.device)
+        self.optimizer = build_optimizer(self.raw_model, cfg.optim, self.device)
+        self.hessian = uses_hessian(self.optimizer)
+        self.start_step = 0
+        self.best_val = math.inf
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.fwd_model: nn.Module = torch.compile(self.raw_model) if t.compile else self.raw_model
+        self.model: nn.Module = self.fwd_model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.fwd_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.sampler = BatchSampler(self.dataset, self.seq_len, t.batch_size, t.seed, self.device)
+        self.tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
+        self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        self.peak_flops = device_peak_flops(self.device)
+        self.logger = self._make_logger(resume_state is not None)
+
+    # ------------------------------------------------------------------------------------------------
+    def _check_out_dir(self) -> dict[str, Any] | None:
+        """Refuse to overwrite an earlier run's checkpoint; load and vet the one to resume."""
+        t = self.cfg.train
+        if not t.resume:
+            if self.ckpt_path.exists() and not t.overwrite:
+                raise ConfigError(
+                    f"{self.ckpt_path} already holds a checkpoint of an earlier run. Continue it with "
+                    f"train.resume=true, replace it with train.overwrite=true, or choose another run_name / "
+                    f"train.out_dir; it was left untouched."
+                )
+            return None
+        state = ckpt.load_checkpoint(self.ckpt_path)
+        saved = state.get("model_config", {})
+        mine = dataclasses.asdict(self.gpt_config)
+        if saved != mine:
+            diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in mine.items() if saved.get(k) != v)
+            raise ConfigError(
+                f"the checkpoint {self.ckpt_path} belongs to another model ({state.get('model_name')}; {diff}). "
+                f"Resume it with the model it was trained with, or start a new run in another train.out_dir; "
+                f"the checkpoint was left untouched."
+            )
+        if state.get("optim_name") != self.cfg.optim.name:
+            raise ConfigError(
+                f"the checkpoint {self.ckpt_path} was trained with optim={state.get('optim_name')}, "
+                f"not optim={self.cfg.optim.name}: its optimizer state cannot be reused. It was left untouched."
+            )
+        return state
+
+    def _pick_dtype(self) -> torch.dtype:
+        want = self.cfg.train.dtype
+        if want == "auto":
+            if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+                return torch.bfloat16
+            return torch.float32
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[want]
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_step = int(state["step"])
+        self.best_val = float(state.get("best_val", math.inf))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def _make_logger(self, resumed: bool) -> MetricsLogger:
+        main = self.info.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            metrics = self.out_dir / "metrics.jsonl"
+            if resumed and metrics.exists():  # drop rows logged after the checkpoint we resume from
+                from .metrics import read_metrics
+                import json
+
+                keep = [r for r in read_metrics(metrics) if r.get("step", 0) <= self.start_step]
+                metrics.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            elif not resumed and metrics.exists():
+                metrics.unlink()
+            (self.out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(self.cfg)))
+        wandb_cfg = None
+        lc = self.cfg.logger
+        if lc.wandb and main:
+            wandb_cfg = dict(
+                project=lc.wandb_project, name=lc.wandb_run_name or self.cfg.run_name, dir=str(self.out_dir),
+                config=OmegaConf.to_container(OmegaConf.structured(self.cfg)), resume="allow", id=None,
+            )
+        return MetricsLogger(self.out_dir, enabled=main, wandb_cfg=wandb_cfg)
+
+    def print(self, *args) -> None:
+        """Print on rank 0 only."""
+        if self.info.is_main:
+            print(*args, flush=True)
+
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean val loss over ``eval_iters`` fixed batches (the same batches at every evaluation)."""
+        t = self.cfg.train
+        self.fwd_model.eval()
+        total = torch.zeros(2, device=self.device, dtype=torch.float64)
+        for i in range(self.info.rank, t.eval_iters, self.info.world_size):
+            x, y = self.sampler.get("val", 0, i)
+            with self.autocast:
+                _, loss = self.fwd_model(x, y)
+            total[0] += loss.double()
+            total[1] += 1
+        self.fwd_model.train()
+        if self.info.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+        return float(total[0] / total[1])
+
+    def save(self, step: int) -> None:
+        """Write the full training state (rank 0) atomically; all ranks wait for it."""
+        if self.info.is_main:
+            state = {
+                "format_version": ckpt.FORMAT_VERSION,
+                "step": step,
+                "model": self.raw_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "model_config": dataclasses.asdict(self.gpt_config),
+                "model_name": self.cfg.model.name,
+                "optim_name": self.cfg.optim.name,
+                "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+                "best_val": self.best_val,
+                "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
+            }
+            ckpt.save_checkpoint(state, self.ckpt_path)
+        if self.info.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _hessian_step(self, step: int, micro_xs: list[tuple[int, torch.Tensor]]) -> float:
+        """Run the GNB hook on a subset of this step's micro-batches and fold it into ``h``; seconds taken."""
+        frac = getattr(self.cfg.optim, "gnb_fraction", 1.0)
+        n = max(1, round(frac * self.cfg.train.batch_size))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        est = gnb_estimate(
+            self.fwd_model, [(j, x[:n]) for j, x in micro_xs], self.params, self.cfg.train.seed, step, self.autocast
+        )
+        self.optimizer.update_hessian(est)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimizer step; returns tensors/values for logging (no host sync here)."""
+        t, opt = self.cfg.train, self.optimizer
+        lr = lr_at(step, self.cfg.optim.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        k = getattr(self.cfg.optim, "hess_interval", 0)
+        hessian_now = self.hessian and k and step % k == 0
+        loss_sum = torch.zeros((), device=self.device)
+        micro_xs = []
+        for micro in range(self.accum):
+            j = self.info.rank * self.accum + micro  # global micro-batch index
+            x, y = self.sampler.get("train", step, j)
+            if hessian_now:
+                micro_xs.append((j, x))
+            last = micro == self.accum - 1
+            sync = contextlib.nullcontext() if (last or not self.info.enabled) else self.model.no_sync()
+            with sync:
+                with self.autocast:
+                    _, loss = self.model(x, y)
+                (loss / self.accum).backward()
+            loss_sum += loss.detach()
+        out: dict[str, Any] = {"lr": lr, "loss": loss_sum / self.accum}
+        if hessian_now:
+            out["hessian_s"] = self._hessian_step(step, micro_xs)
+        if t.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
+            out["grad_norm"] = norm
+            out["clipped"] = (norm > t.grad_clip).float()
+        if self.hessian:
+            opt.step(bs=self.tokens_per_step)
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        for key, v in getattr(opt, "last_stats", {}).items():
+            out[key] = v
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train from ``start_step`` to ``max_steps`` (or ``stop_after_step``); returns a summary."""
+        cfg, t = self.cfg, self.cfg.train
+        stop = t.stop_after_step or t.max_steps
+        n_params = self.raw_model.num_params()
+        self.print(
+            f"model {cfg.model.name}: {n_params / 1e6:.2f}M parameters (non-embedding rule of nanoGPT) | "
+            f"{self.gpt_config.n_layer}L/{self.gpt_config.n_head}H/{self.gpt_config.n_embd}d, vocab {self.gpt_config.vocab_size}"
+        )
+        self.print(
+            f"optim {cfg.optim.name} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
+            f"{self.dataset.num_tokens['train']:,} train tokens) | {self.info.world_size} process(es) x "
+            f"{self.accum} micro-batches x {t.batch_size} x {self.seq_len} = {self.tokens_per_step:,} tokens/step | "
+            f"device {self.device} {str(self.ptdtype).replace('torch.', '')} | out {self.out_dir}"
+        )
+        if self.start_step:
+            self.print(f"resuming from step {self.start_step} ({self.ckpt_path})")
+        else:
+            self.logger.log("start", {"step": 0, "label": f"{cfg.model.name} {cfg.optim.name} lr={cfg.optim.lr:g}",
+                                      "n_params": n_params, "tokens_per_step": self.tokens_per_step,
+                                      "world_size": self.info.world_size})
+        if self.start_step == 0:
+            v = self.evaluate()
+            self.best_val = min(self.best_val, v)
+            self.logger.log("eval", {"step": 0, "val_loss": v, "tokens": 0})
+            self.print(f"step {0:>6} | val loss {v:.4f} (initial)")
+
+        window: dict[str, Any] = {}
+        n_window, clipped, hess_time, hess_count = 0, 0.0, 0.0, 0
+        t_start = time.perf_counter()
+        t_window = t_start
+        ms_per_step = math.nan
+        step = self.start_step
+        final_val = math.nan
+        while step < stop:
+            out = self.train_step(step)
+            step += 1
+            n_window += 1
+            for key in ("loss", "grad_norm", "not_clipped_frac"):
+                if key in out:
+                    window[key] = window.get(key, 0) + out[key]
+            if "clipped" in out:
+                clipped = clipped + out["clipped"]
+            if "hessian_s" in out:
+                hess_time += out["hessian_s"]
+                hess_count += 1
+            if step % t.log_interval == 0 or step == stop:
+                stats = torch.stack([torch.as_tensor(window[k], device=self.device, dtype=torch.float32).reshape(()) for k in window])
+                all_reduce_mean_([stats])
+                means = {k: float(v) / n_window for k, v in zip(window, stats.tolist())}
+                now = time.perf_counter()
+                ms_per_step = (now - t_window) * 1000 / n_window
+                tok_s = self.tokens_per_step * n_window / (now - t_window)
+                eta = (stop - step) * ms_per_step / 1000
+                rec = {"step": step, "tokens": step * self.tokens_per_step, "lr": out["lr"], "ms_per_step": ms_per_step,
+                       "tokens_per_s": tok_s, "elapsed_s": now - t_start, **means}
+                if t.grad_clip > 0:
+                    rec["grad_clip_rate"] = float(clipped) / n_window
+                if self.hessian:
+                    rec["hessian_norm"] = float(self.optimizer.hessian_norm())
+                    if hess_count:
+                        rec["hessian_s"] = hess_time / hess_count
+                if self.peak_flops:
+                    rec["mfu"] = self.raw_model.flops_per_token() * tok_s / self.info.world_size / self.peak_flops
+                self.logger.log("train", rec)
+                extra = ""
+                if "grad_clip_rate" in rec:
+                    extra += f" | clip {rec['grad_clip_rate']:.0%}"
+                if "not_clipped_frac" in rec:
+                    extra += f" | not-clipped {rec['not_clipped_frac']:.0%} | |h| {rec['hessian_norm']:.3g}"
+                if "mfu" in rec:
+                    extra += f" | mfu {rec['mfu']:.1%}"
+                self.print(
+                    f"step {step:>6}/{t.max_steps} | loss {means['loss']:.4f} | lr {out['lr']:.2e} | "
+                    f"{ms_per_step:.1f} ms/step | {tok_s:,.0f} tok/s | ETA {format_duration(eta)}{extra}"
+                )
+                window, n_window, clipped, hess_time, hess_count = {}, 0, 0.0, 0.0, 0
+                t_window = time.perf_counter()
+            if step % t.eval_interval == 0 or step == stop:
+                final_val = self.evaluate()
+                self.best_val = min(self.best_val, final_val)
+                self.logger.log("eval", {"step": step, "val_loss": final_val, "tokens": step * self.tokens_per_step})
+                self.print(f"step {step:>6} | val loss {final_val:.4f} | best {self.best_val:.4f}")
+                t_window = time.perf_counter()  # keep eval time out of the throughput figures
+            if (t.ckpt_interval and step % t.ckpt_interval == 0) or step == stop:
+                self.save(step)
+        wall = time.perf_counter() - t_start
+        trained = step - self.start_step
+        summary = {
+            "step": step, "final_val_loss": final_val, "best_val_loss": self.best_val, "wall_s": wall,
+            "tokens_per_s": self.tokens_per_step * trained / wall if wall > 0 else math.nan,
+        }
+        self.logger.log("end", summary)
+        self.print(
+            f"done: {trained} steps in {format_duration(wall)} | final val loss {final_val:.4f} | "
+            f"{summary['tokens_per_s']:,.0f} tok/s overall | checkpoint {self.ckpt_path}"
+        )
+        if t.plot and self.info.is_main:
+            from .plotting import plot_runs
+
+            png = plot_runs([self.out_dir], self.out_dir / "loss_curve.png", title=f"{cfg.run_name}")
+            self.print(f"loss curve: {png}")
+        self.logger.close()
+        return summary
