@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distributed import all_reduce_mean_
+from .model import upcast
 
 GNB_STREAM = 2  # seed-stream tag, distinct from the data sampler's train/val streams
 
@@ -33,7 +34,7 @@ def gnb_seed(seed: int, step: int, micro_index: int) -> int:
 
 def sample_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Draw ``y_hat ~ softmax(logits)`` independently at every position (Alg. 2, line 4)."""
-    probs = F.softmax(logits.detach().float().reshape(-1, logits.size(-1)), dim=-1)
+    probs = F.softmax(upcast(logits.detach()).reshape(-1, logits.size(-1)), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
 
 
@@ -48,7 +49,7 @@ def gnb_gradient(
     with autocast if autocast is not None else contextlib.nullcontext():
         logits, _ = model(x, full_logits=True)
     y_hat = sample_labels(logits, generator)
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y_hat.reshape(-1))
+    loss = F.cross_entropy(upcast(logits.reshape(-1, logits.size(-1))), y_hat.reshape(-1))
     grads = torch.autograd.grad(loss, list(params), allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
@@ -71,11 +72,11 @@ def gnb_estimate(
         gen = torch.Generator(device=x.device)
         gen.manual_seed(gnb_seed(seed, step, index))
         grads = gnb_gradient(model, x, params, gen, autocast)
-        if total is None:
-            total = [g.float() for g in grads]
+        if total is None:  # accumulate in at least fp32 (bf16 params), keep fp64 as fp64
+            total = [g.to(torch.promote_types(g.dtype, torch.float32)) for g in grads]
         else:
             for t, g in zip(total, grads):
-                t.add_(g.float())
+                t.add_(g)
     assert total is not None, "gnb_estimate needs at least one micro-batch"
     for t in total:
         t.div_(len(micro_batches))

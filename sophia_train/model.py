@@ -16,6 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least float32 (bf16 logits -> fp32 for the loss; fp64 stays fp64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 @dataclass
 class GPTConfig:
     """Shape of a GPT-2 model."""
@@ -154,7 +159,7 @@ class GPT(nn.Module):
             logits = self.lm_head(x[:, [-1], :])
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(upcast(logits.view(-1, logits.size(-1))), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def flops_per_token(self) -> float:

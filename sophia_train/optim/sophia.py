@@ -7,12 +7,14 @@ official implementation's form of Eq. (6)::
     m <- beta1 * m + (1 - beta1) * g                                  (Alg. 3, line 6)
     h <- beta2 * h + (1 - beta2) * h_hat        every k steps         (Eq. 5 / Alg. 3, line 9)
     theta <- theta * (1 - lr * wd)                                    (Alg. 3, line 12)
-    theta <- theta - lr * sign(m) * min(|m| / (rho * bs * h + eps), 1)  (Eq. 6, Alg. 3, line 13)
+    theta <- theta - lr * sign(m) * min(|m| / (rho * bs * max(h, 0) + eps), 1)  (Eq. 6, Alg. 3, l. 13)
 
 ``bs`` is the number of tokens in one optimizer step. GNB's estimator is ``B * g_hat ⊙ g_hat``
 (Alg. 2, line 6); the factor ``B`` is folded into ``rho * bs`` so ``update_hessian`` receives the
-plain ``g_hat ⊙ g_hat``. Where ``h <= 0`` the ratio saturates at 1 and the step is sign momentum,
-the paper's fallback for negative curvature (Sec. 2.2).
+plain ``g_hat ⊙ g_hat``. Where ``h <= 0`` the denominator is ``eps``, the ratio saturates at 1 and the
+step is sign momentum — the paper's fallback for negative curvature (Sec. 2.2, Eq. 6's max{γh, ε}).
+For ``h >= 0`` this is exactly the official ``rho * bs * h + eps``; the official code, unlike the
+paper, steps *against* sign(m) where ``h < 0`` (possible with Hutchinson estimates).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class SophiaG(Optimizer):
                 m, h = state["m"], state["h"]
                 p.mul_(1 - lr * wd)
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                ratio = (m.abs() / (rho * bs * h + eps)).clamp_(max=1.0)
+                denom = (h * (rho * bs)).clamp_(min=0.0).add_(eps)
+                ratio = (m.abs() / denom).clamp_(max=1.0)
                 p.addcmul_(m.sign(), ratio, value=-lr)
                 n = (ratio < 1).sum()
                 not_clipped = n if not_clipped is None else not_clipped + n

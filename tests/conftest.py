@@ -1,0 +1,81 @@
+"""Shared fixtures: a small byte-level dataset from a real corpus, and config composition."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "configs"
+
+
+def corpus_file() -> str | None:
+    """The real English corpus for tests: $SOPHIA_TEST_CORPUS, else ../shared's tinyshakespeare if present."""
+    env = os.environ.get("SOPHIA_TEST_CORPUS")
+    if env:
+        return env
+    shared = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    return str(shared) if shared.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def byte_data(tmp_path_factory) -> Path:
+    """A prepared byte-level dataset (real text; CPython's docs when no corpus file is at hand)."""
+    from datasets import Dataset
+
+    from sophia_train.corpus import _python_docs_text
+    from sophia_train.prepare import prepare_hf_dataset
+
+    src = corpus_file()
+    text = Path(src).read_text() if src else _python_docs_text()
+    docs = [d for d in text.split("\n\n") if d.strip()]
+    out = tmp_path_factory.mktemp("data") / "bytes"
+    prepare_hf_dataset(Dataset.from_dict({"text": docs}), out, "byte", val_fraction=0.1, num_proc=1, source=src or "pydoc")
+    return out
+
+
+def compose(overrides: list[str]):
+    """Compose the real Hydra config with ``overrides`` and return the typed ``Config`` object."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sophia_train.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        node = hydra_compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(node)
+
+
+def tiny_overrides(data_dir: Path, out_dir: Path, *extra: str, model: str = "nano", optim: str = "sophia_g") -> list[str]:
+    """Overrides for a fast CPU run of ``model`` on ``data_dir`` writing into ``out_dir``."""
+    return [
+        f"+model={model}",
+        f"optim={optim}",
+        f"data.dir={data_dir}",
+        f"train.out_dir={out_dir}",
+        "train.batch_size=4",
+        "train.max_steps=20",
+        "train.warmup_steps=2",
+        "train.eval_interval=10",
+        "train.eval_iters=2",
+        "train.log_interval=1",
+        "train.plot=false",
+        "train.threads=1",
+        *extra,
+    ]
+
+
+def python_env() -> dict[str, str]:
+    """Environment for child processes: single-threaded torch, repo on the path."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,55 @@
+"""DDP equivalence: 2 gloo processes x 1 micro-batch == 1 process x 2 micro-batches (incl. GNB steps)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from conftest import PYTHON, REPO, python_env, tiny_overrides
+from sophia_train import checkpoint as ckpt
+from sophia_train.metrics import read_metrics
+
+
+def run_cli(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    if nproc > 1:
+        cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "sophia_train", *args]
+    else:
+        cmd = [PYTHON, "-m", "sophia_train", *args]
+    return subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["sophia_g", "adamw"])
+def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path, optim):
+    extra = ["train.grad_accum=2", "train.max_steps=21", "train.eval_interval=7"]
+    if optim == "sophia_g":
+        extra.append("optim.hess_interval=4")  # GNB refreshes at steps 0, 4, 8, 12, 16, 20
+    single = run_cli(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim))
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = run_cli(tiny_overrides(byte_data, tmp_path / "two", *extra, optim=optim), nproc=2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "2 process(es) x 1 micro-batches" in ddp.stdout
+
+    def curves(d):
+        rows = read_metrics(d / "metrics.jsonl")
+        return ({r["step"]: r["loss"] for r in rows if r["kind"] == "train"},
+                {r["step"]: r["val_loss"] for r in rows if r["kind"] == "eval"})
+
+    (ta, va), (tb, vb) = curves(tmp_path / "one"), curves(tmp_path / "two")
+    assert sorted(ta) == sorted(tb) == list(range(1, 22))
+    assert sorted(va) == sorted(vb)
+    for s in ta:
+        assert abs(ta[s] - tb[s]) <= 1e-5, (s, ta[s], tb[s])
+    for s in va:
+        assert abs(va[s] - vb[s]) <= 1e-5, (s, va[s], vb[s])
+    a, b = ckpt.load_checkpoint(tmp_path / "one" / "ckpt.pt"), ckpt.load_checkpoint(tmp_path / "two" / "ckpt.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-5)
+    if optim == "sophia_g":
+        ha = [s["h"] for s in a["optimizer"]["state"].values()]
+        hb = [s["h"] for s in b["optimizer"]["state"].values()]
+        assert all(h.abs().sum() > 0 for h in ha)
+        for x, y in zip(ha, hb):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-10)

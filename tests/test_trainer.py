@@ -1,0 +1,121 @@
+"""The training loop: resume equivalence, GNB isolation from clipping, metrics and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from conftest import compose, tiny_overrides
+from sophia_train import checkpoint as ckpt
+from sophia_train.curvature import gnb_estimate
+from sophia_train.metrics import read_metrics
+from sophia_train.trainer import Trainer
+
+
+def train_losses(out_dir):
+    return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if r["kind"] == "train"}
+
+
+@pytest.mark.parametrize("optim", ["sophia_g", "adamw"])
+def test_resumed_run_reproduces_uninterrupted_run(byte_data, tmp_path, optim):
+    extra = ["optim.hess_interval=3"] if optim == "sophia_g" else []
+    full = Trainer(compose(tiny_overrides(byte_data, tmp_path / "full", *extra, optim=optim)))
+    full.fit()
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "split", *extra, "train.stop_after_step=10", optim=optim))).fit()
+    assert max(train_losses(tmp_path / "split")) == 10
+    resumed = Trainer(compose(tiny_overrides(byte_data, tmp_path / "split", *extra, "train.resume=true", optim=optim)))
+    assert resumed.start_step == 10
+    resumed.fit()
+    a, b = train_losses(tmp_path / "full"), train_losses(tmp_path / "split")
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+    sa = ckpt.load_checkpoint(tmp_path / "full" / "ckpt.pt")
+    sb = ckpt.load_checkpoint(tmp_path / "split" / "ckpt.pt")
+    assert sa["step"] == sb["step"] == 20
+    for k in sa["model"]:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=1e-6)
+
+
+def test_gnb_estimate_is_not_clipped_and_real_gradient_is_undisturbed(byte_data, tmp_path):
+    # A clip threshold far below any gradient norm: the real gradient is clipped on every step.
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.grad_clip=1e-6", "optim.gnb_fraction=0.5"))
+    trainer = Trainer(cfg)
+    model0 = copy.deepcopy(trainer.raw_model)
+    n = round(0.5 * cfg.train.batch_size)
+    x, y = trainer.sampler.get("train", 0, 0)
+
+    expected_h = gnb_estimate(model0, [(0, x[:n])], list(model0.parameters()), cfg.train.seed, 0)
+    ref = copy.deepcopy(model0)
+    _, loss = ref(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 1e-6)
+
+    trainer.train_step(0)
+    beta1, beta2 = cfg.optim.betas
+    for p, p0, pr in zip(trainer.raw_model.parameters(), model0.parameters(), ref.parameters()):
+        state = trainer.optimizer.state[p]
+        torch.testing.assert_close(state["h"], (1 - beta2) * expected_h[p0], rtol=1e-5, atol=1e-12)
+        torch.testing.assert_close(state["m"], (1 - beta1) * pr.grad, rtol=1e-5, atol=1e-12)
+
+
+def test_run_writes_metrics_checkpoint_and_plot(byte_data, tmp_path):
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.plot=true", "train.log_interval=5"))
+    summary = Trainer(cfg).fit()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    kinds = {r["kind"] for r in rows}
+    assert {"start", "train", "eval", "end"} <= kinds
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [5, 10, 15, 20]
+    for key in ("loss", "lr", "ms_per_step", "tokens_per_s", "grad_clip_rate", "not_clipped_frac", "hessian_norm"):
+        assert key in train[-1], key
+    assert any("hessian_s" in r for r in train)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 20
+    assert summary["final_val_loss"] == evals[-1]["val_loss"]
+    assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "loss_curve.png").stat().st_size > 1000
+    assert (tmp_path / "config.yaml").is_file()
+    state = ckpt.load_checkpoint(tmp_path / "ckpt.pt")
+    assert state["step"] == 20 and state["optim_name"] == "sophia_g"
+    assert any("h" in s for s in state["optimizer"]["state"].values())
+
+
+def test_learning_rate_follows_schedule_in_the_loop(byte_data, tmp_path):
+    from sophia_train.schedule import lr_at
+
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "optim.lr=1e-3", "train.warmup_steps=4"))
+    Trainer(cfg).fit()
+    for r in read_metrics(tmp_path / "metrics.jsonl"):
+        if r["kind"] == "train":
+            assert r["lr"] == pytest.approx(lr_at(r["step"] - 1, 1e-3, 4, 20, 0.05))
+
+
+def test_atomic_checkpoint_survives_crash_between_write_and_rename(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    ckpt.save_checkpoint({"format_version": ckpt.FORMAT_VERSION, "step": 1, "w": torch.ones(3)}, path)
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        ckpt.save_checkpoint({"format_version": ckpt.FORMAT_VERSION, "step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = ckpt.load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    # The next successful save replaces it.
+    ckpt.save_checkpoint({"format_version": ckpt.FORMAT_VERSION, "step": 3, "w": torch.zeros(3)}, path)
+    assert ckpt.load_checkpoint(path)["step"] == 3
+
+
+def test_metrics_after_resume_drop_rows_past_the_checkpoint(byte_data, tmp_path):
+    Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.stop_after_step=10", "train.ckpt_interval=5"))).fit()
+    # Pretend the run went on logging past its last checkpoint, then died.
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 12, "loss": 123.0}) + "\n")
+    Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.resume=true"))).fit()
+    losses = train_losses(tmp_path)
+    assert losses[12] != 123.0 and sorted(losses) == list(range(1, 21))
