@@ -6,16 +6,15 @@ are printed as one paragraph (exit code 2), never as a traceback.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register_configs
+from .config import ConfigError, config_dir, register_configs
 
-CONFIG_DIR = os.environ.get("SOPHIA_CONFIG_DIR", str(Path(__file__).resolve().parent.parent / "configs"))
+CONFIG_DIR = config_dir()
 
 
 def available(group: str) -> list[str]:

@@ -202,3 +202,22 @@ def accum_per_rank(grad_accum: int, world_size: int) -> int:
             f"train.batch_size x train.grad_accum sequences, independent of the number of processes)."
         )
     return per_rank
+
+
+def config_dir() -> str:
+    """The Hydra config folder: $SOPHIA_CONFIG_DIR, else the repository's ``configs/``."""
+    import os
+    from pathlib import Path
+
+    return os.environ.get("SOPHIA_CONFIG_DIR", str(Path(__file__).resolve().parent.parent / "configs"))
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """The typed config the command line ``python -m sophia_train *overrides`` would build."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        node = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(node)

@@ -39,16 +39,9 @@ def byte_data(tmp_path_factory) -> Path:
 
 def compose(overrides: list[str]):
     """Compose the real Hydra config with ``overrides`` and return the typed ``Config`` object."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from sophia_train.config import compose_config
 
-    from sophia_train.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        node = hydra_compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(node)
+    return compose_config(overrides)
 
 
 def tiny_overrides(data_dir: Path, out_dir: Path, *extra: str, model: str = "nano", optim: str = "sophia_g") -> list[str]:

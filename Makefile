@@ -1,0 +1,56 @@
+# sophia_train — common tasks. Everything runs inside a local virtualenv ($(VENV)).
+#   make demo    install, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
+#   make test    install, run the test suite (CPU only)
+# GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+TORCH_SPEC  ?= torch==2.13.0
+PIP_FLAGS   ?=
+DEMO_ARGS   ?=
+PYTEST_ARGS ?=
+DEMO_OUT    ?= runs/demo
+
+# tiktoken's GPT-2 files and a test corpus from a checkout's ../shared when present (CI, offline).
+SHARED := $(abspath ../shared)
+ifneq ($(wildcard $(SHARED)/tokenizers/tiktoken_cache),)
+export TIKTOKEN_CACHE_DIR ?= $(SHARED)/tokenizers/tiktoken_cache
+endif
+ifneq ($(wildcard $(SHARED)/data/tinyshakespeare/input.txt),)
+export SOPHIA_TEST_CORPUS ?= $(SHARED)/data/tinyshakespeare/input.txt
+endif
+
+.PHONY: install data demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+data/corpus/meta.json: | $(VENV)/.installed
+	$(BIN)/python scripts/prepare_data.py corpus
+
+data: data/corpus/meta.json
+
+demo: install data
+	$(BIN)/python -m sophia_train +model=tiny optim=sophia_g train.out_dir=$(DEMO_OUT) train.overwrite=true \
+		optim.lr=2e-3 train.batch_size=16 train.max_steps=1200 train.warmup_steps=100 \
+		train.eval_interval=200 train.eval_iters=40 train.log_interval=50 $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install data
+	$(BIN)/python scripts/bench_step_time.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,87 @@
+"""The command line as users type it: composition of every config, the bare command, real short runs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIG_DIR, PYTHON, REPO, compose, python_env
+from sophia_train.config import AdamWConfig, SophiaGConfig
+from sophia_train.model import GPT, GPTConfig
+
+MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+OPTIMS = sorted(p.stem for p in (CONFIG_DIR / "optim").glob("*.yaml"))
+TABLE2 = {  # Sophia paper Table 2: (d_model, n_head, depth), nominal size
+    "gpt2_30m": ((384, 6, 6), 30e6),
+    "gpt2_small": ((768, 12, 12), 125e6),
+    "gpt2_medium": ((1024, 16, 24), 355e6),
+    "gpt2_540m": ((1152, 18, 30), 540e6),
+    "gpt2_large": ((1280, 20, 36), 770e6),
+    "gpt2_xl": ((1536, 24, 48), 1.5e9),
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("optim", OPTIMS)
+def test_user_command_line_composes(model, optim):
+    cfg = compose([f"+model={model}", f"optim={optim}"])
+    assert cfg.model.name == model and cfg.optim.name == optim
+    assert isinstance(cfg.optim, {"adamw": AdamWConfig, "sophia_g": SophiaGConfig}[optim])
+    assert cfg.run_name == f"{model}-{optim}-{cfg.data.name}-s{cfg.train.seed}"
+    assert cfg.train.out_dir == f"runs/{cfg.run_name}"
+    if model.startswith("gpt2_"):
+        assert cfg.data.name == "openwebtext" and cfg.model.block_size == 1024
+    else:
+        assert cfg.data.name == "corpus"
+
+
+@pytest.mark.parametrize("model", sorted(TABLE2))
+def test_gpt2_sizes_match_table2(model):
+    (d, heads, depth), nominal = TABLE2[model]
+    m = compose([f"+model={model}"]).model
+    assert (m.n_embd, m.n_head, m.n_layer) == (d, heads, depth)
+    with torch.device("meta"):
+        gpt = GPT(GPTConfig(n_layer=depth, n_head=heads, n_embd=d, block_size=1024, vocab_size=50304))
+    n = gpt.num_params(non_embedding=False)
+    assert 0.75 * nominal < n < 1.25 * nominal, f"{model}: {n / 1e6:.0f}M vs nominal {nominal / 1e6:.0f}M"
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = compose(["+model=tiny", "optim=sophia_g", "optim.lr=3e-4", "optim.rho=0.03", "train.max_steps=200", "model.attn_scale_by_layer=true"])
+    assert cfg.optim.lr == 3e-4 and cfg.optim.rho == 0.03 and cfg.train.max_steps == 200
+    assert cfg.model.attn_scale_by_layer is True
+
+
+def test_typo_in_a_field_is_refused():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="rhoo"):
+        compose(["+model=tiny", "optim.rhoo=1"])
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "sophia_train", *args], cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_bare_command_lists_models():
+    out = run_cli()
+    assert out.returncode == 0, out.stderr
+    for m in MODELS:
+        assert m in out.stdout
+    assert "+model=" in out.stdout
+
+
+@pytest.mark.parametrize("optim", OPTIMS)
+def test_short_real_run_of_tiny_for_each_optimizer(byte_data, tmp_path, optim):
+    out = run_cli(
+        "+model=tiny", f"optim={optim}", f"data.dir={byte_data}", f"train.out_dir={tmp_path}", "train.max_steps=12",
+        "train.eval_interval=6", "train.eval_iters=2", "train.log_interval=3", "train.batch_size=4",
+        "train.warmup_steps=2", "optim.hess_interval=5" if optim == "sophia_g" else "train.seed=1",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "parameters" in out.stdout and "tok/s" in out.stdout and "ETA" in out.stdout
+    assert (tmp_path / "metrics.jsonl").stat().st_size > 0
+    assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "loss_curve.png").is_file()
