@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, config_dir, register_configs
+from .config import ConfigError, TrainingDiverged, config_dir, register_configs
 
 CONFIG_DIR = config_dir()
 
@@ -60,6 +60,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint (if any) is intact; continue with train.resume=true", file=sys.stderr)
         sys.exit(130)

@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A configuration or input problem the user can fix; printed as one paragraph, no traceback."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last checkpoint on disk is untouched."""
+
+
 @dataclass
 class ModelConfig:
     """GPT shape. ``vocab_size: null`` takes the dataset's vocabulary, padded to ``pad_vocab_to``."""
@@ -54,22 +58,92 @@ class AdamWConfig(OptimConfig):
     weight_decay: float = 0.1
 
 
-@dataclass
-class SophiaGConfig(OptimConfig):
-    """Sophia-G (Alg. 3 with the GNB estimator of Alg. 2); official-repo defaults.
+ESTIMATORS = ("gnb", "hutchinson", "empirical_fisher", "none")
 
-    ``hess_interval`` is k; ``gnb_fraction`` the share of each micro-batch's sequences used by the
-    GNB hook (paper: 240 of 480).
+
+@dataclass
+class SophiaConfig(OptimConfig):
+    """The Sophia family: Sophia-G/-H and the paper's ablations (Sec. 3.5), one update rule.
+
+    ``form``: ``g`` = official SophiaG (denominator rho*bs*h + eps, bs = tokens per step),
+    ``h`` = paper Eq. (6) (max(rho*h, eps), rho playing gamma). ``estimator`` feeds ``h`` every
+    ``hess_interval`` steps on ``hess_fraction`` of each micro-batch's sequences (paper: GNB 240 of
+    480, Hutchinson 32 of 480). ``clip=false`` drops the min(., 1); ``second_moment=true`` keeps an EMA
+    of h_hat^2 and divides by its square root (AH+clip, form h only).
     """
 
     name: str = "sophia_g"
+    form: str = "g"
     lr: float = 6e-4
     betas: tuple[float, float] = (0.965, 0.99)
     rho: float = 0.05
     eps: float = 1e-15
     weight_decay: float = 0.2
+    estimator: str = "gnb"
     hess_interval: int = 10
-    gnb_fraction: float = 0.5
+    hess_fraction: float = 0.5
+    clip: bool = True
+    second_moment: bool = False
+
+
+@dataclass
+class AdaHessianConfig(OptimConfig):
+    """AdaHessian (Yao et al. 2021) with the paper's betas (0.92, 0.99); Hutchinson every k steps."""
+
+    name: str = "adahessian"
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.92, 0.99)
+    eps: float = 1e-4
+    weight_decay: float = 0.1
+    hessian_power: float = 1.0
+    estimator: str = "hutchinson"
+    hess_interval: int = 1
+    hess_fraction: float = 0.0667
+
+
+@dataclass
+class LionConfig(OptimConfig):
+    """Lion with the Sophia paper's baseline betas (0.95, 0.98) and wd 0.2."""
+
+    name: str = "lion"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.95, 0.98)
+    weight_decay: float = 0.2
+
+
+@dataclass
+class S3Config(OptimConfig):
+    """SoftSignSGD (S3 paper Alg. 1): one beta, p-th order denominator, Nesterov form."""
+
+    name: str = "s3"
+    lr: float = 3e-4
+    beta: float = 0.95
+    p: float = 3.0
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    nesterov: bool = True
+
+
+@dataclass
+class NormalizeConfig(OptimConfig):
+    """The paper's "Normalize" ablation: momentum rescaled to unit RMS per tensor."""
+
+    name: str = "normalize"
+    lr: float = 2e-4
+    beta: float = 0.965
+    eps: float = 1e-12
+    weight_decay: float = 0.2
+
+
+@dataclass
+class TorchOptimConfig(OptimConfig):
+    """Any ``torch.optim`` class by name; ``kwargs`` go to its constructor unchanged."""
+
+    name: str = MISSING
+    torch_class: str = MISSING
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,7 +203,15 @@ class Config:
     run_name: str = MISSING
 
 
-OPTIM_SCHEMAS: dict[str, type] = {"adamw": AdamWConfig, "sophia_g": SophiaGConfig}
+OPTIM_SCHEMAS: dict[str, type] = {
+    "adamw": AdamWConfig,
+    "sophia": SophiaConfig,
+    "adahessian": AdaHessianConfig,
+    "lion": LionConfig,
+    "s3": S3Config,
+    "normalize": NormalizeConfig,
+    "torch": TorchOptimConfig,
+}
 
 
 def register_configs() -> None:
@@ -167,10 +249,18 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     betas = getattr(o, "betas", None)
     if betas is not None:
         _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
-    if isinstance(o, SophiaGConfig):
+    if isinstance(o, SophiaConfig):
         _require(o.rho > 0, f"optim.rho must be positive, got {o.rho}.")
+        _require(o.form in ("g", "h"), f"optim.form must be g or h, got {o.form!r}.")
+        _require(not o.second_moment or o.form == "h", "optim.second_moment=true needs optim.form=h.")
+    if isinstance(o, (SophiaConfig, AdaHessianConfig)):
+        _require(o.estimator in ESTIMATORS, f"optim.estimator must be one of {', '.join(ESTIMATORS)}, got {o.estimator!r}.")
         _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
-        _require(0 < o.gnb_fraction <= 1, f"optim.gnb_fraction must be in (0, 1], got {o.gnb_fraction}.")
+        _require(0 < o.hess_fraction <= 1, f"optim.hess_fraction must be in (0, 1], got {o.hess_fraction}.")
+    if isinstance(o, AdaHessianConfig):
+        _require(o.estimator == "hutchinson", "AdaHessian needs optim.estimator=hutchinson.")
+    if isinstance(o, S3Config):
+        _require(0 <= o.beta < 1 and o.p >= 1, f"optim.beta must be in [0, 1) and optim.p >= 1, got beta={o.beta}, p={o.p}.")
     seq_len = t.seq_len if t.seq_len is not None else m.block_size
     _require(seq_len > 0, f"train.seq_len must be positive, got {seq_len}.")
     _require(

@@ -1,4 +1,6 @@
-"""Curvature estimators for Sophia's ``update_hessian``: pure functions of (model, batch).
+"""Curvature estimators for ``update_hessian``: pure functions of (model, batch).
+
+Hutchinson (Sophia paper Alg. 1): ``u ⊙ (H u)`` with Gaussian u, unbiased for diag(H) (Sec. 2.3).
 
 GNB (Gauss-Newton-Bartlett, Sophia paper Alg. 2): sample labels from the model's own predictive
 distribution, take the gradient ``g_hat`` of the mean cross-entropy on them; ``B * g_hat ⊙ g_hat`` is
@@ -82,3 +84,52 @@ def gnb_estimate(
         t.div_(len(micro_batches))
     all_reduce_mean_(total)
     return {p: (g * g).to(p.dtype) for p, g in zip(params, total)}
+
+
+HUTCHINSON_STREAM = 3
+
+
+def hutchinson_seed(seed: int, step: int) -> int:
+    """Seed of the probe vector u of one step: the same on every rank and micro-batch."""
+    return int(np.random.SeedSequence([seed, HUTCHINSON_STREAM, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def hutchinson_estimate(
+    model: nn.Module,
+    micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    params: Sequence[torch.Tensor],
+    seed: int,
+    step: int,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[torch.Tensor, torch.Tensor]:
+    """``{param: u ⊙ (H u)}`` with u ~ N(0, I) (Sophia Alg. 1) for the Hessian H of the mean loss.
+
+    One probe u per step, shared by all micro-batches and ranks; H u is averaged over micro-batches
+    and ranks (it is linear in the loss), so the estimate is Hutchinson's for the whole subset.
+    The Hessian-vector product is a double backward: ``model`` must be the plain module (not DDP,
+    not compiled), and attention runs on SDPA's math kernel, the one that supports it.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    device = params[0].device
+    gen = torch.Generator(device=device)
+    gen.manual_seed(hutchinson_seed(seed, step))
+    u = [torch.randn(p.shape, generator=gen, device=device, dtype=torch.promote_types(p.dtype, torch.float32)) for p in params]
+    total: list[torch.Tensor] | None = None
+    with sdpa_kernel(SDPBackend.MATH):
+        for x, y in micro_batches:
+            with autocast if autocast is not None else contextlib.nullcontext():
+                _, loss = model(x, y)
+            grads = torch.autograd.grad(loss, list(params), create_graph=True)
+            hv = torch.autograd.grad(grads, list(params), grad_outputs=[v.to(g.dtype) for v, g in zip(u, grads)], allow_unused=True)
+            hv = [torch.zeros_like(v) if h is None else h.to(v.dtype) for v, h in zip(u, hv)]
+            if total is None:
+                total = hv
+            else:
+                for t, h in zip(total, hv):
+                    t.add_(h)
+    assert total is not None, "hutchinson_estimate needs at least one micro-batch"
+    for t in total:
+        t.div_(len(micro_batches))
+    all_reduce_mean_(total)
+    return {p: (v * hv).to(p.dtype) for p, v, hv in zip(params, u, total)}

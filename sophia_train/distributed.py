@@ -55,9 +55,12 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
 
 
 def destroy_process_group() -> None:
-    """Leave the process group if one was joined."""
+    """Leave the process group if one was joined (after every rank got here)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def all_reduce_mean_(tensors: list[torch.Tensor], bucket_elems: int = 1 << 25) -> None:

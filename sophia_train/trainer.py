@@ -26,13 +26,13 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, accum_per_rank, validate
-from .curvature import gnb_estimate
+from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, validate
+from .curvature import gnb_estimate, hutchinson_estimate
 from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
 from .metrics import MetricsLogger, device_peak_flops, format_duration
 from .model import GPT, GPTConfig
-from .optim import build_optimizer, uses_hessian
+from .optim import build_optimizer, hessian_estimator
 from .schedule import lr_at
 
 
@@ -87,7 +87,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.raw_model = GPT(self.gpt_config).to(self.device)
         self.optimizer = build_optimizer(self.raw_model, cfg.optim, self.device)
-        self.hessian = uses_hessian(self.optimizer)
+        self.estimator = hessian_estimator(cfg.optim)
+        self.has_hessian_norm = callable(getattr(self.optimizer, "hessian_norm", None))
         self.start_step = 0
         self.best_val = math.inf
         if resume_state is not None:
@@ -221,36 +222,53 @@ class Trainer:
 
             dist.barrier()
 
-    def _hessian_step(self, step: int, micro_xs: list[tuple[int, torch.Tensor]]) -> float:
-        """Run the GNB hook on a subset of this step's micro-batches and fold it into ``h``; seconds taken."""
-        frac = getattr(self.cfg.optim, "gnb_fraction", 1.0)
-        n = max(1, round(frac * self.cfg.train.batch_size))
+    def _hessian_step(self, step: int, micro: list[tuple[int, torch.Tensor, torch.Tensor]]) -> float:
+        """Estimate the curvature on a subset of this step's micro-batches and fold it in; seconds taken."""
+        n = max(1, round(self.cfg.optim.hess_fraction * self.cfg.train.batch_size))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
-        est = gnb_estimate(
-            self.fwd_model, [(j, x[:n]) for j, x in micro_xs], self.params, self.cfg.train.seed, step, self.autocast
-        )
-        self.optimizer.update_hessian(est)
+        seed = self.cfg.train.seed
+        if self.estimator == "gnb":
+            est = gnb_estimate(self.fwd_model, [(j, x[:n]) for j, x, _ in micro], self.params, seed, step, self.autocast)
+            self.optimizer.update_hessian(est)
+        elif self.estimator == "hutchinson":  # double backward: plain module, never DDP or compiled
+            est = hutchinson_estimate(self.raw_model, [(x[:n], y[:n]) for _, x, y in micro], self.params, seed, step, self.autocast)
+            self.optimizer.update_hessian(est)
+        elif self.estimator == "empirical_fisher":  # the real (rank-averaged, unclipped) gradient, squared
+            self.optimizer.update_hessian()
+        else:
+            raise ConfigError(f"unknown curvature estimator {self.estimator!r}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
 
-    def train_step(self, step: int) -> dict[str, Any]:
-        """One optimizer step; returns tensors/values for logging (no host sync here)."""
+    def _check_finite(self, step: int, loss: torch.Tensor | float) -> None:
+        if not math.isfinite(float(loss)):
+            last = f"the last checkpoint ({self.ckpt_path}) is intact" if self.ckpt_path.exists() else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training diverged at step {step + 1}: the loss is {float(loss)}; {last}. Lower optim.lr, raise "
+                f"train.warmup_steps, or keep train.grad_clip on."
+            )
+
+    def train_step(self, step: int, measure_update: bool = False) -> dict[str, Any]:
+        """One optimizer step; returns tensors/values for logging (no host sync here).
+
+        ``measure_update`` also reports the max and mean |delta theta| of this step (S3 paper Fig. 2).
+        """
         t, opt = self.cfg.train, self.optimizer
         lr = lr_at(step, self.cfg.optim.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
         k = getattr(self.cfg.optim, "hess_interval", 0)
-        hessian_now = self.hessian and k and step % k == 0
+        hessian_now = self.estimator is not None and step % k == 0
         loss_sum = torch.zeros((), device=self.device)
         micro_xs = []
         for micro in range(self.accum):
             j = self.info.rank * self.accum + micro  # global micro-batch index
             x, y = self.sampler.get("train", step, j)
             if hessian_now:
-                micro_xs.append((j, x))
+                micro_xs.append((j, x, y))
             last = micro == self.accum - 1
             sync = contextlib.nullcontext() if (last or not self.info.enabled) else self.model.no_sync()
             with sync:
@@ -260,16 +278,23 @@ class Trainer:
             loss_sum += loss.detach()
         out: dict[str, Any] = {"lr": lr, "loss": loss_sum / self.accum}
         if hessian_now:
+            self._check_finite(step, loss_sum / self.accum)  # sampling labels from NaN logits would fail obscurely
             out["hessian_s"] = self._hessian_step(step, micro_xs)
         if t.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
             out["grad_norm"] = norm
             out["clipped"] = (norm > t.grad_clip).float()
-        if self.hessian:
+        before = [p.detach().clone() for p in self.params] if measure_update else None
+        if getattr(opt, "takes_tokens_per_step", False):
             opt.step(bs=self.tokens_per_step)
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)
+        if before is not None:
+            with torch.no_grad():
+                deltas = [(p.detach() - b).abs() for p, b in zip(self.params, before)]
+                out["update_max"] = torch.stack([d.max() for d in deltas]).max()
+                out["update_mean"] = sum(d.sum() for d in deltas) / sum(d.numel() for d in deltas)
         for key, v in getattr(opt, "last_stats", {}).items():
             out[key] = v
         return out
@@ -310,7 +335,7 @@ class Trainer:
         step = self.start_step
         final_val = math.nan
         while step < stop:
-            out = self.train_step(step)
+            out = self.train_step(step, measure_update=(step + 1) % t.log_interval == 0 or step + 1 == stop)
             step += 1
             n_window += 1
             for key in ("loss", "grad_norm", "not_clipped_frac"):
@@ -325,6 +350,7 @@ class Trainer:
                 stats = torch.stack([torch.as_tensor(window[k], device=self.device, dtype=torch.float32).reshape(()) for k in window])
                 all_reduce_mean_([stats])
                 means = {k: float(v) / n_window for k, v in zip(window, stats.tolist())}
+                self._check_finite(step - 1, means["loss"])
                 now = time.perf_counter()
                 ms_per_step = (now - t_window) * 1000 / n_window
                 tok_s = self.tokens_per_step * n_window / (now - t_window)
@@ -333,7 +359,10 @@ class Trainer:
                        "tokens_per_s": tok_s, "elapsed_s": now - t_start, **means}
                 if t.grad_clip > 0:
                     rec["grad_clip_rate"] = float(clipped) / n_window
-                if self.hessian:
+                for key in ("update_max", "update_mean"):
+                    if key in out:
+                        rec[key] = float(out[key])
+                if self.has_hessian_norm:
                     rec["hessian_norm"] = float(self.optimizer.hessian_norm())
                     if hess_count:
                         rec["hessian_s"] = hess_time / hess_count
@@ -344,7 +373,9 @@ class Trainer:
                 if "grad_clip_rate" in rec:
                     extra += f" | clip {rec['grad_clip_rate']:.0%}"
                 if "not_clipped_frac" in rec:
-                    extra += f" | not-clipped {rec['not_clipped_frac']:.0%} | |h| {rec['hessian_norm']:.3g}"
+                    extra += f" | not-clipped {rec['not_clipped_frac']:.0%}"
+                if "hessian_norm" in rec:
+                    extra += f" | |h| {rec['hessian_norm']:.3g}"
                 if "mfu" in rec:
                     extra += f" | mfu {rec['mfu']:.1%}"
                 self.print(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import CONFIG_DIR, PYTHON, REPO, compose, python_env
-from sophia_train.config import AdamWConfig, SophiaGConfig
+from sophia_train.config import OPTIM_SCHEMAS, AdamWConfig, SophiaConfig, TorchOptimConfig
 from sophia_train.model import GPT, GPTConfig
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -29,7 +29,10 @@ TABLE2 = {  # Sophia paper Table 2: (d_model, n_head, depth), nominal size
 def test_user_command_line_composes(model, optim):
     cfg = compose([f"+model={model}", f"optim={optim}"])
     assert cfg.model.name == model and cfg.optim.name == optim
-    assert isinstance(cfg.optim, {"adamw": AdamWConfig, "sophia_g": SophiaGConfig}[optim])
+    assert type(cfg.optim) in OPTIM_SCHEMAS.values()
+    expected = {"adamw": AdamWConfig, "sophia_g": SophiaConfig, "sophia_h": SophiaConfig, "sgd": TorchOptimConfig}
+    if optim in expected:
+        assert isinstance(cfg.optim, expected[optim])
     assert cfg.run_name == f"{model}-{optim}-{cfg.data.name}-s{cfg.train.seed}"
     assert cfg.train.out_dir == f"runs/{cfg.run_name}"
     if model.startswith("gpt2_"):

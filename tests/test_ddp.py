@@ -21,11 +21,11 @@ def run_cli(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.C
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim", ["sophia_g", "adamw"])
+@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "adamw"])
 def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path, optim):
     extra = ["train.grad_accum=2", "train.max_steps=21", "train.eval_interval=7"]
-    if optim == "sophia_g":
-        extra.append("optim.hess_interval=4")  # GNB refreshes at steps 0, 4, 8, 12, 16, 20
+    if optim.startswith("sophia"):
+        extra += ["optim.hess_interval=4", "optim.hess_fraction=0.5"]  # refreshes at steps 0, 4, 8, 12, 16, 20
     single = run_cli(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim))
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_cli(tiny_overrides(byte_data, tmp_path / "two", *extra, optim=optim), nproc=2)
@@ -47,9 +47,25 @@ def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path,
     a, b = ckpt.load_checkpoint(tmp_path / "one" / "ckpt.pt"), ckpt.load_checkpoint(tmp_path / "two" / "ckpt.pt")
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-5)
-    if optim == "sophia_g":
+    if optim.startswith("sophia"):  # rank 0 of the DDP run holds the single-process h
         ha = [s["h"] for s in a["optimizer"]["state"].values()]
         hb = [s["h"] for s in b["optimizer"]["state"].values()]
         assert all(h.abs().sum() > 0 for h in ha)
         for x, y in zip(ha, hb):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["sophia_h", "sophia_g"])
+def test_all_ranks_hold_the_same_hessian_estimate(byte_data, tmp_path, optim):
+    import json
+
+    report = tmp_path / "h.json"
+    args = tiny_overrides(byte_data, tmp_path / "run", "train.grad_accum=2", "train.max_steps=9", "optim.hess_interval=4",
+                          "optim.hess_fraction=0.5", optim=optim)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_rank_h.py"), str(report), *args]
+    out = subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["ranks"] == 2 and result["norm"] > 0
+    assert result["max_abs_diff"] == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_resumed_run_reproduces_uninterrupted_run(byte_data, tmp_path, optim):
 
 def test_gnb_estimate_is_not_clipped_and_real_gradient_is_undisturbed(byte_data, tmp_path):
     # A clip threshold far below any gradient norm: the real gradient is clipped on every step.
-    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.grad_clip=1e-6", "optim.gnb_fraction=0.5"))
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.grad_clip=1e-6", "optim.hess_fraction=0.5"))
     trainer = Trainer(cfg)
     model0 = copy.deepcopy(trainer.raw_model)
     n = round(0.5 * cfg.train.batch_size)
@@ -119,3 +120,34 @@ def test_metrics_after_resume_drop_rows_past_the_checkpoint(byte_data, tmp_path)
     Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.resume=true"))).fit()
     losses = train_losses(tmp_path)
     assert losses[12] != 123.0 and sorted(losses) == list(range(1, 21))
+
+
+def test_wandb_logger_offline(byte_data, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "run", "logger.wandb=true", "train.max_steps=4"))).fit()
+    assert list((tmp_path / "run").glob("wandb/offline-run-*")), "no offline wandb run was written"
+
+
+@pytest.mark.parametrize("optim", ["sophia_h", "ah_clip", "adahessian", "ef_clip"])
+def test_hessian_based_optimizers_train_with_fast_attention(byte_data, tmp_path, optim):
+    """The normal forward keeps SDPA's default (flash-style) kernels; only the HVP uses the math kernel."""
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "optim.hess_interval=3", "optim.hess_fraction=0.5", "train.max_steps=7",
+                                 "train.eval_interval=7", optim=optim))
+    trainer = Trainer(cfg)
+    summary = trainer.fit()
+    assert math.isfinite(summary["final_val_loss"])
+    buffers = [s.get("h", s.get("v")) for s in trainer.optimizer.state.values()]
+    assert all(torch.isfinite(b).all() for b in buffers) and any(b.abs().sum() > 0 for b in buffers)
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert any("hessian_s" in r for r in rows) and all(r["update_max"] > 0 for r in rows)
+
+
+def test_diverging_run_stops_with_a_clear_error(byte_data, tmp_path):
+    from sophia_train.config import TrainingDiverged
+
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "optim.lr=1e6", "train.grad_clip=0", optim="sgd"))
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        Trainer(cfg).fit()

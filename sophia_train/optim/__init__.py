@@ -1,62 +1,113 @@
-"""Optimizers by name. Each entry builds a ``torch.optim.Optimizer`` from its config dataclass.
+"""Optimizers by config type. Each builder makes a ``torch.optim.Optimizer`` from its dataclass.
 
 Parameter grouping (one rule for every optimizer): tensors with 2 or more dimensions (matmul weights,
-embeddings) get weight decay; 1-D tensors (LayerNorm gains, biases) do not — nanoGPT's rule.
+embeddings) get weight decay; 1-D tensors (LayerNorm gains, biases) do not — nanoGPT's rule. For the
+torch.optim classes, ``weight_decay`` means what torch means by it (L2 for SGD/Adam, decoupled for
+AdamW); the classes here all decay decoupled, theta <- theta * (1 - lr * wd).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-from ..config import AdamWConfig, ConfigError, OptimConfig, SophiaGConfig
-from .sophia import SophiaG
+from ..config import (
+    AdaHessianConfig,
+    AdamWConfig,
+    ConfigError,
+    LionConfig,
+    NormalizeConfig,
+    OptimConfig,
+    S3Config,
+    SophiaConfig,
+    TorchOptimConfig,
+)
+from .adahessian import AdaHessian
+from .lion import Lion
+from .normalize import NormalizedMomentum
+from .s3 import SoftSignSGD
+from .sophia import SophiaG, SophiaH
 
-__all__ = ["SophiaG", "build_optimizer", "param_groups", "OPTIMIZERS", "uses_hessian"]
+__all__ = [
+    "AdaHessian", "Lion", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
+    "build_optimizer", "param_groups", "hessian_estimator",
+]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split trainable parameters into a decayed group (dim >= 2) and an undecayed one (dim < 2)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
 
 
 def _adamw(model: nn.Module, cfg: AdamWConfig, device: torch.device) -> torch.optim.Optimizer:
     fused = device.type == "cuda"
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        fused=fused or None,
-        foreach=None if fused else True,
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+        fused=fused or None, foreach=None if fused else True,
     )
 
 
-def _sophia_g(model: nn.Module, cfg: SophiaGConfig, device: torch.device) -> torch.optim.Optimizer:
-    return SophiaG(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps)
+def _sophia(model: nn.Module, cfg: SophiaConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.form == "g":
+        return SophiaG(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip)
+    return SophiaH(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip, second_moment=cfg.second_moment)
 
 
-OPTIMIZERS: dict[str, Callable[[nn.Module, OptimConfig, torch.device], torch.optim.Optimizer]] = {
-    "adamw": _adamw,
-    "sophia_g": _sophia_g,
+def _adahessian(model: nn.Module, cfg: AdaHessianConfig, device: torch.device) -> torch.optim.Optimizer:
+    return AdaHessian(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, hessian_power=cfg.hessian_power)
+
+
+def _lion(model: nn.Module, cfg: LionConfig, device: torch.device) -> torch.optim.Optimizer:
+    return Lion(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def _s3(model: nn.Module, cfg: S3Config, device: torch.device) -> torch.optim.Optimizer:
+    return SoftSignSGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, beta=cfg.beta, p=cfg.p, eps=cfg.eps, nesterov=cfg.nesterov)
+
+
+def _normalize(model: nn.Module, cfg: NormalizeConfig, device: torch.device) -> torch.optim.Optimizer:
+    return NormalizedMomentum(param_groups(model, cfg.weight_decay), lr=cfg.lr, beta=cfg.beta, eps=cfg.eps)
+
+
+def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    cls = getattr(torch.optim, cfg.torch_class, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"optim.torch_class={cfg.torch_class!r} is not an optimizer of this torch ({torch.__version__}).")
+    groups = param_groups(model, cfg.weight_decay)
+    try:
+        return cls(groups, lr=cfg.lr, **dict(cfg.kwargs))
+    except TypeError as e:
+        raise ConfigError(f"optim.kwargs {dict(cfg.kwargs)} do not fit torch.optim.{cfg.torch_class}: {e}.") from None
+
+
+BUILDERS: dict[type, Callable[[nn.Module, OptimConfig, torch.device], torch.optim.Optimizer]] = {
+    AdamWConfig: _adamw,
+    SophiaConfig: _sophia,
+    AdaHessianConfig: _adahessian,
+    LionConfig: _lion,
+    S3Config: _s3,
+    NormalizeConfig: _normalize,
+    TorchOptimConfig: _torch,
 }
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer named ``cfg.name`` over ``model``'s parameters."""
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {cfg.name!r}; available: {', '.join(sorted(OPTIMIZERS))}.")
-    return OPTIMIZERS[cfg.name](model, cfg, device)
+    """The optimizer described by ``cfg`` over ``model``'s parameters."""
+    builder = BUILDERS.get(type(cfg))
+    if builder is None:
+        raise ConfigError(f"no optimizer builder for config type {type(cfg).__name__} (optim={cfg.name}).")
+    return builder(model, cfg, device)
 
 
-def uses_hessian(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer wants curvature estimates through ``update_hessian``."""
-    return callable(getattr(optimizer, "update_hessian", None))
+def hessian_estimator(cfg: OptimConfig) -> str | None:
+    """The curvature estimator the optimizer wants every ``hess_interval`` steps (None: none)."""
+    est = getattr(cfg, "estimator", None)
+    return None if est in (None, "none") else est

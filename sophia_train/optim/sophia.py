@@ -31,7 +31,11 @@ class SophiaG(Optimizer):
     Drop-in for the official repo's ``SophiaG(params, lr, betas, rho, weight_decay)``:
     fill ``.grad`` with the gradient of the loss on sampled labels, call ``update_hessian()``,
     and call ``step(bs=tokens_per_step)`` after each normal backward pass.
+    ``clip=False`` drops the min(., 1) — the paper's "GNB without clipping" ablation (Sec. 3.5).
     """
+
+    #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
+    takes_tokens_per_step = True
 
     def __init__(
         self,
@@ -43,6 +47,7 @@ class SophiaG(Optimizer):
         *,
         eps: float = 1e-15,
         maximize: bool = False,
+        clip: bool = True,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -54,7 +59,7 @@ class SophiaG(Optimizer):
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
         if not eps > 0.0:
             raise ValueError(f"Invalid eps: {eps}")
-        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize)
+        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize, clip=clip)
         super().__init__(params, defaults)
         self.last_stats: dict[str, torch.Tensor] = {}
 
@@ -66,6 +71,15 @@ class SophiaG(Optimizer):
             state["h"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def _denominator(self, h: torch.Tensor, group: dict, bs: int) -> torch.Tensor:
+        """``rho * bs * max(h, 0) + eps`` (official form; sign momentum where h <= 0)."""
+        return (h * (group["rho"] * bs)).clamp_(min=0.0).add_(group["eps"])
+
+    def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
+        """EMA of the estimate: ``h <- beta2 h + (1 - beta2) h_hat`` (Eq. 5)."""
+        beta2 = group["betas"][1]
+        h.mul_(beta2).add_(h_hat.to(h.dtype), alpha=1 - beta2)
+
     @torch.no_grad()
     def update_hessian(self, hessian_estimates: Mapping[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Fold a diagonal-curvature estimate into the EMA ``h`` (Eq. 5).
@@ -75,7 +89,6 @@ class SophiaG(Optimizer):
         holds the gradient of the loss on labels sampled from the model.
         """
         for group in self.param_groups:
-            beta2 = group["betas"][1]
             for p in group["params"]:
                 if hessian_estimates is None:
                     if p.grad is None:
@@ -85,8 +98,7 @@ class SophiaG(Optimizer):
                     h_hat = hessian_estimates.get(p)
                     if h_hat is None:
                         continue
-                state = self._state_for(p)
-                state["h"].mul_(beta2).add_(h_hat.to(state["h"].dtype), alpha=1 - beta2)
+                self._fold(self._state_for(p)["h"], h_hat, group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None, bs: int = 5120):
@@ -98,8 +110,7 @@ class SophiaG(Optimizer):
         not_clipped = None
         total = 0
         for group in self.param_groups:
-            lr, wd, rho, eps = group["lr"], group["weight_decay"], group["rho"], group["eps"]
-            beta1 = group["betas"][0]
+            lr, wd, beta1 = group["lr"], group["weight_decay"], group["betas"][0]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -111,8 +122,9 @@ class SophiaG(Optimizer):
                 m, h = state["m"], state["h"]
                 p.mul_(1 - lr * wd)
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                denom = (h * (rho * bs)).clamp_(min=0.0).add_(eps)
-                ratio = (m.abs() / denom).clamp_(max=1.0)
+                ratio = m.abs() / self._denominator(h, group, bs)
+                if group["clip"]:
+                    ratio.clamp_(max=1.0)
                 p.addcmul_(m.sign(), ratio, value=-lr)
                 n = (ratio < 1).sum()
                 not_clipped = n if not_clipped is None else not_clipped + n
@@ -128,3 +140,49 @@ class SophiaG(Optimizer):
         if not sq:
             return torch.tensor(0.0)
         return torch.stack(sq).sum().sqrt()
+
+
+class SophiaH(SophiaG):
+    """Sophia-H: the paper's Eq. (6) with Hutchinson estimates (Alg. 1 + 3).
+
+    ``theta <- theta - lr * clip(m / max(gamma * h, eps), 1)``; where ``h <= 0`` the denominator is
+    ``eps`` and the step is sign momentum. ``rho`` plays the paper's ``gamma`` (no token scaling).
+    ``second_moment=True`` keeps an EMA of ``h_hat ** 2`` and divides by ``max(gamma * sqrt(h), eps)``:
+    AdaHessian's pre-conditioner with Sophia's clipping (the paper's "AH+clip", Sec. 3.5).
+    ``step()`` takes no ``bs``.
+    """
+
+    takes_tokens_per_step = False
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.96, 0.99),
+        rho: float = 0.01,
+        weight_decay: float = 0.2,
+        *,
+        eps: float = 1e-12,
+        maximize: bool = False,
+        clip: bool = True,
+        second_moment: bool = False,
+    ):
+        super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip)
+        for group in self.param_groups:
+            group.setdefault("second_moment", second_moment)
+
+    def _denominator(self, h: torch.Tensor, group: dict, bs: int) -> torch.Tensor:
+        h = h.sqrt() if group["second_moment"] else h
+        return (h * group["rho"]).clamp_(min=group["eps"])
+
+    def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
+        h_hat = h_hat.to(h.dtype)
+        if group["second_moment"]:
+            h_hat = h_hat * h_hat
+        beta2 = group["betas"][1]
+        h.mul_(beta2).add_(h_hat, alpha=1 - beta2)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """Apply one clipped, pre-conditioned update (no token scaling)."""
+        return super().step(closure, bs=1)

@@ -1,0 +1,51 @@
+"""Lion (Chen et al., 2023, "Symbolic discovery of optimization algorithms", Program 1).
+
+    c <- beta1 * m + (1 - beta1) * g
+    theta <- theta * (1 - lr * wd) - lr * sign(c)
+    m <- beta2 * m + (1 - beta2) * g
+
+The Sophia paper's baseline uses betas (0.95, 0.98) and wd 0.2 (Sec. 3.1, App. C.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+
+class Lion(Optimizer):
+    """Sign of an interpolated momentum, with decoupled weight decay."""
+
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.2):
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"Invalid betas: {betas}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """One Lion update of every parameter with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, g = state["m"], p.grad
+                p.mul_(1 - lr * wd)
+                c = m.mul(beta1).add_(g, alpha=1 - beta1)
+                p.add_(c.sign_(), alpha=-lr)
+                m.mul_(beta2).add_(g, alpha=1 - beta2)
+        return loss

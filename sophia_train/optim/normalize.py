@@ -1,0 +1,44 @@
+"""Normalized momentum: the Sophia paper's "Normalize" ablation (Sec. 3.5, Fig. 7c).
+
+Update normalization without a pre-conditioner. The paper gives no formula; ours normalizes each
+tensor's momentum to unit RMS so that the step has the same scale as sign momentum (the "Clip"
+ablation): ``theta <- theta * (1 - lr * wd) - lr * m / (||m||_2 / sqrt(d) + eps)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+
+class NormalizedMomentum(Optimizer):
+    """EMA momentum, each tensor's update rescaled to RMS 1 (times lr)."""
+
+    def __init__(self, params, lr: float = 1e-4, beta: float = 0.965, weight_decay: float = 0.2, eps: float = 1e-12):
+        if not lr >= 0.0 or not 0.0 <= beta < 1.0 or not weight_decay >= 0.0:
+            raise ValueError(f"Invalid hyper-parameters lr={lr}, beta={beta}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """One normalized-momentum update."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, beta, wd, eps = group["lr"], group["beta"], group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m = state["m"]
+                m.mul_(beta).add_(p.grad, alpha=1 - beta)
+                rms = m.norm() / (m.numel() ** 0.5)
+                p.mul_(1 - lr * wd)
+                p.add_(m / (rms + eps), alpha=-lr)
+        return loss

@@ -1,0 +1,75 @@
+"""SoftSignSGD, S3 (the S3 paper's Algorithm 1). No public implementation existed; this one is ours.
+
+With one coefficient beta for both moments and power p (default 3):
+
+    m <- beta * m + (1 - beta) * g                    (line 4)
+    s <- beta * s + (1 - beta) * |g|^p                (line 5)
+    n <- beta * m + (1 - beta) * g                    (line 6, Nesterov numerator, NAG-II form)
+    b <- (beta * s + (1 - beta) * |g|^p)^(1/p)        (line 7, Nesterov denominator)
+    theta <- theta * (1 - lr * wd) - lr * n / (b + eps)   (line 8, plus decoupled weight decay)
+
+The Nesterov terms are computed from the freshly updated m, s and g, so no extra state is kept
+(two buffers, like Adam). Theorem 2: with one shared beta, |n / b| <= 1 per coordinate; ``eps``
+(default 1e-8) only enlarges the denominator, so every coordinate of the update stays within lr.
+It guards 0/0 where a coordinate has seen only zero gradients. ``nesterov=False`` uses m / s^(1/p).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+
+class SoftSignSGD(Optimizer):
+    """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form."""
+
+    def __init__(
+        self,
+        params,
+        lr: float = 3e-4,
+        beta: float = 0.95,
+        p: float = 3.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-8,
+        nesterov: bool = True,
+    ):
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta: {beta}")
+        if not p >= 1.0:
+            raise ValueError(f"Invalid p: {p} (the paper requires p >= 1)")
+        if not weight_decay >= 0.0 or not eps >= 0.0:
+            raise ValueError("weight_decay and eps must be >= 0")
+        super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, eps=eps, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """One S3 update of every parameter with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, s, g = state["m"], state["s"], p.grad
+                g_abs_p = g.abs().pow_(pw)
+                m.mul_(beta).add_(g, alpha=1 - beta)
+                s.mul_(beta).add_(g_abs_p, alpha=1 - beta)
+                if group["nesterov"]:
+                    num = m.mul(beta).add_(g, alpha=1 - beta)
+                    den = s.mul(beta).add_(g_abs_p, alpha=1 - beta).pow_(1.0 / pw)
+                else:
+                    num, den = m, s.pow(1.0 / pw)
+                p.mul_(1 - lr * wd)
+                p.addcdiv_(num, den.add_(eps), value=-lr)
+        return loss
