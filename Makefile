@@ -40,7 +40,7 @@ data: data/corpus/meta.json
 
 demo: install data
 	$(BIN)/python -m sophia_train +model=tiny optim=sophia_g train.out_dir=$(DEMO_OUT) train.overwrite=true \
-		optim.lr=2e-3 train.batch_size=16 train.max_steps=1200 train.warmup_steps=100 \
+		train.batch_size=16 train.max_steps=1200 train.warmup_steps=100 \
 		train.eval_interval=200 train.eval_iters=40 train.log_interval=50 $(DEMO_ARGS)
 
 test: install

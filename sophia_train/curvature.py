@@ -56,6 +56,19 @@ def gnb_gradient(
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
+def _mean_over_micro_batches(per_micro: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Element-wise mean of per-micro-batch tensor lists (at least fp32), then mean over ranks."""
+    assert per_micro, "a curvature estimate needs at least one micro-batch"
+    total = [t.to(torch.promote_types(t.dtype, torch.float32)).clone() for t in per_micro[0]]
+    for tensors in per_micro[1:]:
+        for acc, t in zip(total, tensors):
+            acc.add_(t)
+    for acc in total:
+        acc.div_(len(per_micro))
+    all_reduce_mean_(total)
+    return total
+
+
 def gnb_estimate(
     model: nn.Module,
     micro_batches: Sequence[tuple[int, torch.Tensor]],
@@ -69,20 +82,12 @@ def gnb_estimate(
     ``micro_batches`` holds ``(global micro-batch index, inputs)``; each index seeds its own label
     sampler, so the estimate does not depend on how micro-batches are spread over processes.
     """
-    total: list[torch.Tensor] | None = None
+    per_micro = []
     for index, x in micro_batches:
         gen = torch.Generator(device=x.device)
         gen.manual_seed(gnb_seed(seed, step, index))
-        grads = gnb_gradient(model, x, params, gen, autocast)
-        if total is None:  # accumulate in at least fp32 (bf16 params), keep fp64 as fp64
-            total = [g.to(torch.promote_types(g.dtype, torch.float32)) for g in grads]
-        else:
-            for t, g in zip(total, grads):
-                t.add_(g)
-    assert total is not None, "gnb_estimate needs at least one micro-batch"
-    for t in total:
-        t.div_(len(micro_batches))
-    all_reduce_mean_(total)
+        per_micro.append(gnb_gradient(model, x, params, gen, autocast))
+    total = _mean_over_micro_batches(per_micro)
     return {p: (g * g).to(p.dtype) for p, g in zip(params, total)}
 
 
@@ -115,21 +120,13 @@ def hutchinson_estimate(
     gen = torch.Generator(device=device)
     gen.manual_seed(hutchinson_seed(seed, step))
     u = [torch.randn(p.shape, generator=gen, device=device, dtype=torch.promote_types(p.dtype, torch.float32)) for p in params]
-    total: list[torch.Tensor] | None = None
+    per_micro = []
     with sdpa_kernel(SDPBackend.MATH):
         for x, y in micro_batches:
             with autocast if autocast is not None else contextlib.nullcontext():
                 _, loss = model(x, y)
             grads = torch.autograd.grad(loss, list(params), create_graph=True)
             hv = torch.autograd.grad(grads, list(params), grad_outputs=[v.to(g.dtype) for v, g in zip(u, grads)], allow_unused=True)
-            hv = [torch.zeros_like(v) if h is None else h.to(v.dtype) for v, h in zip(u, hv)]
-            if total is None:
-                total = hv
-            else:
-                for t, h in zip(total, hv):
-                    t.add_(h)
-    assert total is not None, "hutchinson_estimate needs at least one micro-batch"
-    for t in total:
-        t.div_(len(micro_batches))
-    all_reduce_mean_(total)
+            per_micro.append([torch.zeros_like(v) if h is None else h.detach() for v, h in zip(u, hv)])
+    total = _mean_over_micro_batches(per_micro)
     return {p: (v * hv).to(p.dtype) for p, v, hv in zip(params, u, total)}

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from ._common import evaluate_closure
+
 
 class AdaHessian(Optimizer):
     """Second-order Adam: ``update_hessian(estimates)`` feeds D, ``step()`` applies the update."""
@@ -63,10 +65,7 @@ class AdaHessian(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One bias-corrected AdaHessian update."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lr, wd, eps, k = group["lr"], group["weight_decay"], group["eps"], group["hessian_power"]
             beta1, beta2 = group["betas"]

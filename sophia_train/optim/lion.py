@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ._common import evaluate_closure
+
 
 class Lion(Optimizer):
     """Sign of an interpolated momentum, with decoupled weight decay."""
@@ -30,10 +32,7 @@ class Lion(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One Lion update of every parameter with a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ._common import evaluate_closure
+
 
 class NormalizedMomentum(Optimizer):
     """EMA momentum, each tensor's update rescaled to RMS 1 (times lr)."""
@@ -24,10 +26,7 @@ class NormalizedMomentum(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One normalized-momentum update."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lr, beta, wd, eps = group["lr"], group["beta"], group["weight_decay"], group["eps"]
             for p in group["params"]:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ._common import evaluate_closure
+
 
 class SoftSignSGD(Optimizer):
     """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form."""
@@ -48,10 +50,7 @@ class SoftSignSGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One S3 update of every parameter with a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
             for p in group["params"]:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from ._common import evaluate_closure
+
 
 class SophiaG(Optimizer):
     """Sophia with a diagonal-Hessian EMA refreshed by ``update_hessian()``.
@@ -103,10 +105,7 @@ class SophiaG(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None, bs: int = 5120):
         """Apply one clipped, pre-conditioned update; ``bs`` is the tokens per optimizer step."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         not_clipped = None
         total = 0
         for group in self.param_groups:
