@@ -32,7 +32,7 @@ def main() -> None:
     trainers = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.optims:
-            cfg = compose_config([*args.overrides, f"optim={name}", f"train.out_dir={tmp}/{name}", f"train.max_steps={total}", "train.plot=false"])
+            cfg = compose_config([*args.overrides, f"optim={name}", f"train.out_dir={tmp}/{name}", f"train.max_steps={total}", "train.warmup_steps=0", "train.plot=false"])
             trainers[name] = Trainer(cfg)
         times = {name: [] for name in args.optims}
         step = {name: 0 for name in args.optims}
