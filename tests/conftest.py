@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# Triton kernels run on CPU tensors through the interpreter; it must be chosen before triton loads.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs"

@@ -25,6 +25,7 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure
+from .flat import FlatGroup
 
 
 class SophiaG(Optimizer):
@@ -34,10 +35,17 @@ class SophiaG(Optimizer):
     fill ``.grad`` with the gradient of the loss on sampled labels, call ``update_hessian()``,
     and call ``step(bs=tokens_per_step)`` after each normal backward pass.
     ``clip=False`` drops the min(., 1) — the paper's "GNB without clipping" ablation (Sec. 3.5).
+
+    Three implementations of the same math: ``fused=True`` runs one Triton kernel per param group over
+    flat buffers (see ``optim/flat.py``: parameters and gradients are moved into them); ``foreach``
+    uses ``torch._foreach_*`` over the tensor lists; ``foreach=False`` is the per-tensor loop of the
+    official code. ``fused=None`` picks Triton when every parameter is on CUDA and triton is
+    installed, ``foreach=None`` picks foreach otherwise.
     """
 
     #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
     takes_tokens_per_step = True
+    _supports_fused = True
 
     def __init__(
         self,
@@ -50,6 +58,8 @@ class SophiaG(Optimizer):
         eps: float = 1e-15,
         maximize: bool = False,
         clip: bool = True,
+        foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -61,9 +71,53 @@ class SophiaG(Optimizer):
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
         if not eps > 0.0:
             raise ValueError(f"Invalid eps: {eps}")
-        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize, clip=clip)
+        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize,
+                        clip=clip, foreach=foreach)
         super().__init__(params, defaults)
         self.last_stats: dict[str, torch.Tensor] = {}
+        self._flat: list[tuple[int, FlatGroup]] = []  # (index into param_groups, its flat buffers)
+        if self._want_fused(fused, maximize):
+            self._build_flat()
+
+    # -- implementation choice -------------------------------------------------------------------
+    def _want_fused(self, fused: bool | None, maximize: bool) -> bool:
+        from sophia_train_kernels import TRITON_AVAILABLE
+        from sophia_train_kernels.sophia import INTERPRET
+
+        params = [p for g in self.param_groups for p in g["params"]]
+        on_cuda = bool(params) and all(p.is_cuda for p in params)
+        dtypes_ok = all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
+        if fused is None:
+            return self._supports_fused and on_cuda and dtypes_ok and TRITON_AVAILABLE and not maximize
+        if fused:
+            if not dtypes_ok:
+                raise ValueError("fused=True supports float32 and bfloat16 parameters only")
+            if not self._supports_fused:
+                raise ValueError(f"{type(self).__name__} has no fused implementation; use fused=False")
+            if not TRITON_AVAILABLE:
+                raise ValueError("fused=True needs the triton package")
+            if not (on_cuda or INTERPRET):
+                raise ValueError("fused=True needs CUDA parameters (or TRITON_INTERPRET=1 for CPU testing)")
+            if maximize:
+                raise ValueError("fused=True does not support maximize=True")
+        return bool(fused)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the Triton path is in use."""
+        return bool(self._flat)
+
+    def _build_flat(self) -> None:
+        for gi, group in enumerate(self.param_groups):
+            by_kind: dict[tuple, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                by_kind.setdefault((p.dtype, p.device), []).append(p)
+            for params in by_kind.values():
+                fg = FlatGroup.build(params, ("m", "h"))
+                step = torch.tensor(0.0)
+                for p, m, h in zip(params, fg.views(fg.state["m"]), fg.views(fg.state["h"])):
+                    self.state[p] = {"step": step, "m": m, "h": h}
+                self._flat.append((gi, fg))
 
     def _state_for(self, p: torch.Tensor) -> dict:
         state = self.state[p]
@@ -73,15 +127,19 @@ class SophiaG(Optimizer):
             state["h"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _denominator(self, h: torch.Tensor, group: dict, bs: int) -> torch.Tensor:
-        """``rho * bs * max(h, 0) + eps`` (official form; sign momentum where h <= 0)."""
-        return (h * (group["rho"] * bs)).clamp_(min=0.0).add_(group["eps"])
+    def _denominators(self, hs: list[torch.Tensor], group: dict, bs: int) -> list[torch.Tensor]:
+        """``rho * bs * max(h, 0) + eps`` per tensor (official form; sign momentum where h <= 0)."""
+        d = torch._foreach_mul(hs, group["rho"] * bs)
+        torch._foreach_clamp_min_(d, 0.0)
+        torch._foreach_add_(d, group["eps"])
+        return d
 
     def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
         """EMA of the estimate: ``h <- beta2 h + (1 - beta2) h_hat`` (Eq. 5)."""
         beta2 = group["betas"][1]
         h.mul_(beta2).add_(h_hat.to(h.dtype), alpha=1 - beta2)
 
+    # -- curvature -------------------------------------------------------------------------------
     @torch.no_grad()
     def update_hessian(self, hessian_estimates: Mapping[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Fold a diagonal-curvature estimate into the EMA ``h`` (Eq. 5).
@@ -90,6 +148,19 @@ class SophiaG(Optimizer):
         Without it, ``p.grad ⊙ p.grad`` is used — the official repo's convention, where ``.grad``
         holds the gradient of the loss on labels sampled from the model.
         """
+        if self._flat:
+            from sophia_train_kernels import hessian_ema_
+
+            for gi, fg in self._flat:
+                group = self.param_groups[gi]  # looked up each time: load_state_dict replaces the dicts
+                if hessian_estimates is None:
+                    fg.reattach_grads()
+                    hessian_ema_(fg.state["h"], fg.grad_buf, beta2=group["betas"][1], square=True)
+                else:
+                    x = torch.cat([hessian_estimates[p].reshape(-1) if p in hessian_estimates else torch.zeros(p.numel(), device=p.device)
+                                   for p in fg.params]).float()
+                    hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=False)
+            return
         for group in self.param_groups:
             for p in group["params"]:
                 if hessian_estimates is None:
@@ -102,35 +173,103 @@ class SophiaG(Optimizer):
                         continue
                 self._fold(self._state_for(p)["h"], h_hat, group)
 
+    # -- the update ------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None, bs: int = 5120):
         """Apply one clipped, pre-conditioned update; ``bs`` is the tokens per optimizer step."""
         loss = evaluate_closure(closure)
-        not_clipped = None
+        counts: list[torch.Tensor] = []
         total = 0
-        for group in self.param_groups:
-            lr, wd, beta1 = group["lr"], group["weight_decay"], group["betas"][0]
-            for p in group["params"]:
-                if p.grad is None:
+        if self._flat:
+            from sophia_train_kernels import sophia_step_
+
+            for gi, fg in self._flat:
+                group = self.param_groups[gi]
+                fg.reattach_grads()
+                count = torch.zeros(1, dtype=torch.int32, device=fg.param_buf.device)
+                sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
+                             wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
+                             eps=group["eps"], clip=group["clip"])
+                self.state[fg.params[0]]["step"] += 1
+                counts.append(count)
+                total += fg.param_buf.numel()
+        else:
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
                     continue
-                if p.grad.is_sparse:
+                if any(p.grad.is_sparse for p in params):
                     raise RuntimeError("SophiaG does not support sparse gradients")
-                grad = -p.grad if group["maximize"] else p.grad
-                state = self._state_for(p)
-                state["step"] += 1
-                m, h = state["m"], state["h"]
-                p.mul_(1 - lr * wd)
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                ratio = m.abs() / self._denominator(h, group, bs)
-                if group["clip"]:
-                    ratio.clamp_(max=1.0)
-                p.addcmul_(m.sign(), ratio, value=-lr)
-                n = (ratio < 1).sum()
-                not_clipped = n if not_clipped is None else not_clipped + n
-                total += ratio.numel()
-        if not_clipped is not None:
-            self.last_stats = {"not_clipped_frac": not_clipped.float() / total}
+                grads = [p.grad for p in params]
+                if group["maximize"]:
+                    grads = torch._foreach_neg(grads)
+                states = [self._state_for(p) for p in params]
+                update = self._update_foreach if group["foreach"] is not False else self._update_per_tensor
+                counts.append(update(group, params, grads, [s["m"] for s in states], [s["h"] for s in states], bs))
+                torch._foreach_add_([s["step"] for s in states], 1.0)
+                total += sum(p.numel() for p in params)
+        if counts:
+            self.last_stats = {"not_clipped_frac": torch.stack([c.reshape(()).float() for c in counts]).sum() / total}
         return loss
+
+    def _update_foreach(self, group, params, grads, ms, hs, bs) -> torch.Tensor:
+        lr, beta1 = group["lr"], group["betas"][0]
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, grads, alpha=1 - beta1)
+        ratio = torch._foreach_abs(ms)
+        torch._foreach_div_(ratio, self._denominators(hs, group, bs))
+        if group["clip"]:
+            torch._foreach_clamp_max_(ratio, 1.0)
+        torch._foreach_addcmul_(params, torch._foreach_sign(ms), ratio, value=-lr)
+        return torch.stack([(r < 1).sum() for r in ratio]).sum()
+
+    def _update_per_tensor(self, group, params, grads, ms, hs, bs) -> torch.Tensor:
+        lr, beta1 = group["lr"], group["betas"][0]
+        count = torch.zeros((), dtype=torch.int64, device=params[0].device)
+        for p, g, m, h in zip(params, grads, ms, hs):
+            p.mul_(1 - lr * group["weight_decay"])
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            ratio = m.abs() / self._denominators([h], group, bs)[0]
+            if group["clip"]:
+                ratio.clamp_(max=1.0)
+            p.addcmul_(m.sign(), ratio, value=-lr)
+            count += (ratio < 1).sum()
+        return count
+
+    # -- flat-buffer bookkeeping -----------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it."""
+        if not self._flat:
+            return super().zero_grad(set_to_none)
+        for _, fg in self._flat:
+            fg.grad_buf.zero_()
+            fg.reattach_grads()
+
+    def state_dict(self) -> dict:
+        """Standard layout; the fused path's views are copied out so a checkpoint holds only its own data."""
+        sd = super().state_dict()
+        if self._flat:
+            sd["state"] = {k: {n: v.clone() for n, v in st.items()} for k, st in sd["state"].items()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load; the fused path copies the saved m, h (full precision) back into its flat buffers."""
+        raw = {k: dict(v) for k, v in state_dict["state"].items()} if self._flat else None
+        super().load_state_dict(state_dict)
+        if not self._flat:
+            return
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        for _, fg in self._flat:
+            step = torch.tensor(0.0)
+            for p, m, h in zip(fg.params, fg.views(fg.state["m"]), fg.views(fg.state["h"])):
+                saved = raw.get(index[id(p)], {})
+                for name, view in (("m", m), ("h", h)):
+                    if name in saved:
+                        view.copy_(saved[name])
+                if "step" in saved:
+                    step.fill_(float(saved["step"]))
+                self.state[p] = {"step": step, "m": m, "h": h}
 
     @torch.no_grad()
     def hessian_norm(self) -> torch.Tensor:
@@ -152,6 +291,7 @@ class SophiaH(SophiaG):
     """
 
     takes_tokens_per_step = False
+    _supports_fused = False
 
     def __init__(
         self,
@@ -165,14 +305,18 @@ class SophiaH(SophiaG):
         maximize: bool = False,
         clip: bool = True,
         second_moment: bool = False,
+        foreach: bool | None = None,
     ):
-        super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip)
+        super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip, foreach=foreach, fused=False)
         for group in self.param_groups:
             group.setdefault("second_moment", second_moment)
 
-    def _denominator(self, h: torch.Tensor, group: dict, bs: int) -> torch.Tensor:
-        h = h.sqrt() if group["second_moment"] else h
-        return (h * group["rho"]).clamp_(min=group["eps"])
+    def _denominators(self, hs: list[torch.Tensor], group: dict, bs: int) -> list[torch.Tensor]:
+        """``max(gamma * h, eps)`` per tensor (``sqrt(h)`` for the AH+clip second moment)."""
+        base = torch._foreach_sqrt(hs) if group["second_moment"] else hs
+        d = torch._foreach_mul(base, group["rho"])
+        torch._foreach_clamp_min_(d, group["eps"])
+        return d
 
     def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
         h_hat = h_hat.to(h.dtype)

@@ -1,0 +1,162 @@
+"""The fused (Triton, interpreted on CPU) and foreach Sophia paths against the reference and each other."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from conftest import compose, tiny_overrides  # noqa: E402
+from sophia_train.metrics import read_metrics  # noqa: E402
+from sophia_train.optim import SophiaG  # noqa: E402
+from sophia_train.trainer import Trainer  # noqa: E402
+
+# Odd sizes; one tensor crosses the interpreter's 65536-element block boundary.
+SHAPES = [(7,), (131, 3), (65537,), (5, 5, 5), (1,)]
+STEPS, K, BS = 22, 3, 96
+
+
+def make_data(seed=0):
+    rng = np.random.default_rng(seed)
+    p0 = [rng.standard_normal(s) for s in SHAPES]
+    grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(STEPS)]
+    hess = [[(rng.standard_normal(s) * 0.05) ** 2 for s in SHAPES] for _ in range(STEPS)]
+    lrs = [2e-2 * (1 - t / (2 * STEPS)) for t in range(STEPS)]
+    return p0, grads, hess, lrs
+
+
+def to_bf16(x):
+    return torch.tensor(x).to(torch.bfloat16).double().numpy()
+
+
+def reference(p0, grads, hess, lrs, betas=(0.965, 0.99), rho=0.05, wd=(0.2, 0.2, 0.2, 0.0, 0.0), eps=1e-15, store=lambda x: x):
+    """Float64 Sophia-G; ``store`` rounds the parameters as their storage dtype would after each step."""
+    theta, m, h = [p.copy() for p in p0], [np.zeros_like(p) for p in p0], [np.zeros_like(p) for p in p0]
+    for t in range(STEPS):
+        for i in range(len(theta)):
+            if t % K == 0:
+                h[i] = betas[1] * h[i] + (1 - betas[1]) * hess[t][i]
+            theta[i] *= 1 - lrs[t] * wd[i]
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * grads[t][i]
+            theta[i] -= lrs[t] * np.sign(m[i]) * np.minimum(np.abs(m[i]) / (rho * BS * np.maximum(h[i], 0) + eps), 1)
+            theta[i] = store(theta[i])
+    return theta, m, h
+
+
+def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, **kw):
+    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in p0]
+    opt = SophiaG([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
+    counts = []
+    for t in range(STEPS):
+        for g in opt.param_groups:
+            g["lr"] = lrs[t]
+        if t % K == 0:
+            if grad_convention:
+                for p, h in zip(params, hess[t]):
+                    p.grad.copy_(torch.tensor(np.sqrt(h), dtype=dtype)) if p.grad is not None else setattr(p, "grad", torch.tensor(np.sqrt(h), dtype=dtype))
+                opt.update_hessian()
+            else:
+                opt.update_hessian({p: torch.tensor(h, dtype=dtype) for p, h in zip(params, hess[t])})
+            opt.zero_grad()
+        for p, g in zip(params, grads[t]):
+            if p.grad is None:
+                p.grad = torch.tensor(g, dtype=dtype)
+            else:
+                p.grad.copy_(torch.tensor(g, dtype=dtype))
+        opt.step(bs=BS)
+        counts.append(opt.last_stats["not_clipped_frac"])
+    return params, opt, counts
+
+
+@pytest.mark.parametrize("grad_convention", [False, True])
+def test_fused_kernel_matches_float64_reference_and_unfused(grad_convention):
+    p0, grads, hess, lrs = make_data()
+    theta, m_ref, h_ref = reference(p0, grads, hess, lrs)
+    fused, opt_f, counts_f = run(p0, grads, hess, lrs, fused=True, grad_convention=grad_convention)
+    assert opt_f.fused
+    plain, opt_p, counts_p = run(p0, grads, hess, lrs, fused=False, foreach=False, grad_convention=grad_convention)
+    assert not opt_p.fused
+    for i, (a, b) in enumerate(zip(fused, plain)):
+        np.testing.assert_allclose(a.detach().numpy(), theta[i], rtol=1e-4, atol=5e-5)  # fp32 vs fp64
+        np.testing.assert_allclose(opt_f.state[a]["m"].numpy(), m_ref[i], rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(opt_f.state[a]["h"].numpy(), h_ref[i], rtol=2e-5, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # fp32 rounding, 22 steps
+    for cf, cp in zip(counts_f, counts_p):
+        assert abs(float(cf) - float(cp)) * sum(int(np.prod(s)) for s in SHAPES) <= 2  # borderline ties only
+
+
+def test_fused_not_clipped_count_is_exact():
+    """The count the kernel returns equals the number of ratio < 1 recomputed from its own m and h."""
+    p0, grads, hess, lrs = make_data(1)
+    params, opt, counts = run(p0, grads, hess, lrs, fused=True)
+    m = np.concatenate([opt.state[p]["m"].numpy().ravel() for p in params])
+    h = np.concatenate([opt.state[p]["h"].numpy().ravel() for p in params])
+    denom = np.float32(0.05 * BS) * np.maximum(h, np.float32(0)) + np.float32(1e-15)
+    expected = int((np.abs(m) / denom < 1).sum())
+    assert round(float(counts[-1]) * m.size) == expected
+    assert 0 < expected < m.size
+
+
+def test_fused_bf16_params_keep_fp32_state():
+    p0, grads, hess, lrs = make_data(2)
+    p0 = [to_bf16(p) for p in p0]
+    grads = [[to_bf16(g) for g in row] for row in grads]  # what a bf16 model's gradients hold
+    theta, m_ref, _ = reference(p0, grads, hess, lrs, store=to_bf16)
+    params, opt, _ = run(p0, grads, hess, lrs, dtype=torch.bfloat16, fused=True)
+    mismatched = 0
+    for i, p in enumerate(params):
+        assert p.dtype == torch.bfloat16 and opt.state[p]["m"].dtype == torch.float32
+        np.testing.assert_allclose(opt.state[p]["m"].numpy(), m_ref[i], rtol=1e-4, atol=1e-6)
+        got = p.detach().double().numpy()
+        # one bf16 rounding per step on both sides: equal but for rare ties (1 ulp = 2^-7 relative)
+        mismatched += int((np.abs(got - theta[i]) > 1e-2 * np.abs(theta[i]) + 1e-6).sum())
+    assert mismatched <= 5
+
+
+def test_foreach_matches_per_tensor_to_rounding():
+    p0, grads, hess, lrs = make_data(3)
+    a, _, ca = run(p0, grads, hess, lrs, fused=False, foreach=True)
+    b, _, cb = run(p0, grads, hess, lrs, fused=False, foreach=False)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert [float(c) for c in ca] == [float(c) for c in cb]
+
+
+def test_fused_keeps_params_and_grads_in_flat_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))
+    opt = SophiaG(model.parameters(), lr=1e-2, fused=True)
+    (_, fg), = opt._flat
+    lo, hi = fg.param_buf.data_ptr(), fg.param_buf.data_ptr() + fg.param_buf.numel() * 4
+    for _ in range(2):
+        model(torch.randn(4, 5)).pow(2).sum().backward()
+        for p in model.parameters():
+            assert lo <= p.data_ptr() < hi and p.grad.data_ptr() - fg.grad_buf.data_ptr() == p.data_ptr() - lo
+        assert fg.grad_buf.abs().sum() > 0
+        opt.step(bs=10)
+        opt.zero_grad()
+        assert fg.grad_buf.abs().sum() == 0 and all(p.grad is not None for p in model.parameters())
+    sd = opt.state_dict()
+    assert all(v["m"].untyped_storage().nbytes() == v["m"].numel() * 4 for v in sd["state"].values())
+    fresh = SophiaG(copy.deepcopy(model).parameters(), lr=1e-2, fused=True)
+    fresh.load_state_dict(sd)
+    for p, q in zip(opt._flat[0][1].params, fresh._flat[0][1].params):
+        assert torch.equal(opt.state[p]["h"], fresh.state[q]["h"]) and torch.equal(opt.state[p]["m"], fresh.state[q]["m"])
+
+
+def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_path):
+    def losses(d):
+        return [r["loss"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "train"]
+
+    extra = ("optim.hess_interval=3", "train.max_steps=12")
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "foreach", *extra, "optim.fused=false"))).fit()
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.stop_after_step=6"))).fit()
+    tr = Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.resume=true")))
+    assert tr.optimizer.fused and tr.start_step == 6
+    tr.fit()
+    a, b = losses(tmp_path / "foreach"), losses(tmp_path / "fused")
+    assert len(a) == len(b) == 12
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
