@@ -40,7 +40,7 @@ class SophiaG(Optimizer):
     flat buffers (see ``optim/flat.py``: parameters and gradients are moved into them); ``foreach``
     uses ``torch._foreach_*`` over the tensor lists; ``foreach=False`` is the per-tensor loop of the
     official code. ``fused=None`` picks Triton when every parameter is on CUDA and triton is
-    installed, ``foreach=None`` picks foreach otherwise.
+    installed; ``foreach=None`` picks foreach on CUDA and the per-tensor loop on CPU.
     """
 
     #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
@@ -204,7 +204,10 @@ class SophiaG(Optimizer):
                 if group["maximize"]:
                     grads = torch._foreach_neg(grads)
                 states = [self._state_for(p) for p in params]
-                update = self._update_foreach if group["foreach"] is not False else self._update_per_tensor
+                # foreach=None: foreach on CUDA (multi-tensor kernels), per-tensor on CPU, where foreach
+                # only loops internally while holding every temporary alive (slower past ~30M params).
+                foreach = group["foreach"] if group["foreach"] is not None else params[0].is_cuda
+                update = self._update_foreach if foreach else self._update_per_tensor
                 counts.append(update(group, params, grads, [s["m"] for s in states], [s["h"] for s in states], bs))
                 torch._foreach_add_([s["step"] for s in states], 1.0)
                 total += sum(p.numel() for p in params)
@@ -212,17 +215,19 @@ class SophiaG(Optimizer):
             self.last_stats = {"not_clipped_frac": torch.stack([c.reshape(()).float() for c in counts]).sum() / total}
         return loss
 
+    # sign(m) * min(|m| / d, 1) == clamp(m / d, -1, 1) exactly for d > 0 (d >= eps): the clamped
+    # quotient u saves the abs, sign and multiply passes; |u| < 1 marks the coordinates not clipped.
     def _update_foreach(self, group, params, grads, ms, hs, bs) -> torch.Tensor:
         lr, beta1 = group["lr"], group["betas"][0]
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         torch._foreach_mul_(ms, beta1)
         torch._foreach_add_(ms, grads, alpha=1 - beta1)
-        ratio = torch._foreach_abs(ms)
-        torch._foreach_div_(ratio, self._denominators(hs, group, bs))
+        u = torch._foreach_div(ms, self._denominators(hs, group, bs))
         if group["clip"]:
-            torch._foreach_clamp_max_(ratio, 1.0)
-        torch._foreach_addcmul_(params, torch._foreach_sign(ms), ratio, value=-lr)
-        return torch.stack([(r < 1).sum() for r in ratio]).sum()
+            torch._foreach_clamp_min_(u, -1.0)
+            torch._foreach_clamp_max_(u, 1.0)
+        torch._foreach_add_(params, u, alpha=-lr)
+        return torch.stack([(x.abs() < 1).sum() for x in u]).sum()
 
     def _update_per_tensor(self, group, params, grads, ms, hs, bs) -> torch.Tensor:
         lr, beta1 = group["lr"], group["betas"][0]
@@ -230,11 +235,11 @@ class SophiaG(Optimizer):
         for p, g, m, h in zip(params, grads, ms, hs):
             p.mul_(1 - lr * group["weight_decay"])
             m.mul_(beta1).add_(g, alpha=1 - beta1)
-            ratio = m.abs() / self._denominators([h], group, bs)[0]
+            u = m / self._denominators([h], group, bs)[0]
             if group["clip"]:
-                ratio.clamp_(max=1.0)
-            p.addcmul_(m.sign(), ratio, value=-lr)
-            count += (ratio < 1).sum()
+                u.clamp_(-1.0, 1.0)
+            p.add_(u, alpha=-lr)
+            count += (u.abs() < 1).sum()
         return count
 
     # -- flat-buffer bookkeeping -----------------------------------------------------------------
