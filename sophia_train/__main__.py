@@ -6,11 +6,13 @@ are printed as one paragraph (exit code 2), never as a traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from .config import ConfigError, TrainingDiverged, config_dir, register_configs
 
@@ -37,6 +39,18 @@ def usage() -> str:
     )
 
 
+def multirun_job_dir() -> str | None:
+    """Under ``-m`` (Hydra multirun), a sub-folder name unique to this job: its number and overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    job = HydraConfig.get().job
+    swept = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", job.override_dirname or "")[:100]
+    return f"job{job.num}" + (f"-{swept}" if swept else "")
+
+
 def run(cfg_node: DictConfig) -> dict | None:
     """Validate and train from a composed config; returns the trainer's summary (None: nothing to do)."""
     from .distributed import destroy_process_group, dist_info_from_env
@@ -45,7 +59,14 @@ def run(cfg_node: DictConfig) -> dict | None:
     if cfg_node.get("model") is None:
         print(usage())
         return None
-    cfg = OmegaConf.to_object(cfg_node)
+    try:
+        cfg = OmegaConf.to_object(cfg_node)
+    except InterpolationResolutionError as e:  # e.g. a Table 2 lookup with no entry
+        msg = str(e).splitlines()[0]
+        raise ConfigError(msg.split("resolving interpolation: ", 1)[-1]) from None
+    job_dir = multirun_job_dir()
+    if job_dir:
+        cfg.train.out_dir = str(Path(cfg.train.out_dir) / job_dir)
     try:
         trainer = Trainer(cfg, dist_info_from_env())
         return trainer.fit()

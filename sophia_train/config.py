@@ -163,6 +163,7 @@ class TrainConfig:
     batch_size: int = 8  # sequences per micro-batch (per process)
     grad_accum: int = 1  # micro-batches per optimizer step summed over all processes (nanoGPT's rule):
     #                      the global batch is batch_size x grad_accum whatever the number of processes
+    global_batch: Optional[int] = None  # sequences per step; when set, grad_accum = global_batch / batch_size
     seq_len: Optional[int] = None  # defaults to the model's block_size
     max_steps: int = 1000
     warmup_steps: int = 100
@@ -216,9 +217,44 @@ OPTIM_SCHEMAS: dict[str, type] = {
 }
 
 
+# Sophia paper Table 2: peak learning rates per model size and optimizer (blank cells are absent).
+PAPER_PEAK_LR: dict[str, dict[str, float]] = {
+    "gpt2_30m": {"adamw": 1.2e-3, "lion": 4e-4, "sophia_h": 1e-3, "sophia_g": 1e-3},
+    "gpt2_small": {"adamw": 6e-4, "lion": 1.5e-4, "sophia_h": 6e-4, "sophia_g": 6e-4},
+    "gpt2_medium": {"adamw": 3e-4, "lion": 6e-5, "sophia_h": 4e-4, "sophia_g": 4e-4},
+    "gpt2_540m": {"adamw": 3e-4, "sophia_h": 4e-4, "sophia_g": 4e-4},
+    "gpt2_large": {"adamw": 2e-4, "sophia_h": 3e-4, "sophia_g": 3e-4},
+    "gpt2_xl": {"adamw": 1.5e-4, "sophia_g": 1.2e-4},
+}
+# AdamW and Lion need attention logits scaled by 1/layer-index from 355M up (Sec. 3.4, Fig. 6b).
+ATTN_SCALE_FROM = {"gpt2_medium", "gpt2_540m", "gpt2_large", "gpt2_xl"}
+
+
+def paper_peak_lr(model: str, optim: str) -> float:
+    """Table 2's peak LR for (model, optimizer); a clear error where the paper gives none."""
+    try:
+        return PAPER_PEAK_LR[model][optim]
+    except KeyError:
+        known = ", ".join(f"{o} on {m}" for m, row in PAPER_PEAK_LR.items() for o in row)
+        raise ConfigError(
+            f"the Sophia paper's Table 2 gives no peak LR for optim={optim} on model={model}; set optim.lr "
+            f"explicitly (Table 2 covers: {known})."
+        ) from None
+
+
+def paper_attn_scale(model: str, optim: str) -> bool:
+    """Whether the paper scales attention by 1/layer-index for this (model, optimizer)."""
+    return optim in ("adamw", "lion") and model in ATTN_SCALE_FROM
+
+
 def register_configs() -> None:
-    """Register the root and group schemas with Hydra's ConfigStore."""
+    """Register the root and group schemas with Hydra's ConfigStore, and the paper resolvers."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    for name, fn in (("paper_lr", paper_peak_lr), ("paper_attn_scale", paper_attn_scale)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -282,7 +318,20 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if t.stop_after_step is not None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
-    accum_per_rank(t.grad_accum, world_size)
+    accum_per_rank(total_accum(t), world_size)
+
+
+def total_accum(t: "TrainConfig") -> int:
+    """Micro-batches per optimizer step over all processes (from ``global_batch`` when it is set)."""
+    if t.global_batch is None:
+        return t.grad_accum
+    accum, rem = divmod(t.global_batch, t.batch_size)
+    if rem or accum == 0:
+        raise ConfigError(
+            f"train.global_batch={t.global_batch} is not a multiple of train.batch_size={t.batch_size}; "
+            f"choose a micro-batch that divides it (e.g. {', '.join(str(d) for d in range(1, 33) if t.global_batch % d == 0)})."
+        )
+    return accum
 
 
 def accum_per_rank(grad_accum: int, world_size: int) -> int:
@@ -313,4 +362,9 @@ def compose_config(overrides: list[str]) -> Config:
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         node = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(node)
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        return OmegaConf.to_object(node)
+    except InterpolationResolutionError as e:
+        raise ConfigError(str(e).splitlines()[0].split("resolving interpolation: ", 1)[-1]) from None

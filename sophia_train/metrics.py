@@ -26,17 +26,21 @@ GPU_PEAK_FLOPS = {
 }
 
 
-def device_peak_flops(device: torch.device) -> float | None:
-    """bf16 dense peak of ``device`` if known; None on CPU or unknown GPUs (then no MFU is shown)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
+def peak_flops_for_name(name: str) -> float | None:
+    """bf16 dense peak FLOP/s for a CUDA device name; None when the device is not in the table."""
     if "H100" in name and "PCIe" in name:
         return 756e12
     for key, peak in GPU_PEAK_FLOPS.items():
         if key in name:
             return peak
     return None
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """bf16 dense peak of ``device`` if known; None on CPU or unknown GPUs (then no MFU is shown)."""
+    if device.type != "cuda":
+        return None
+    return peak_flops_for_name(torch.cuda.get_device_name(device))
 
 
 def format_duration(seconds: float) -> str:

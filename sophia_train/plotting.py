@@ -1,4 +1,4 @@
-"""Loss-curve plots (PNG) from one or more runs' ``metrics.jsonl``."""
+"""Plots (PNG) from runs' ``metrics.jsonl``: loss curves and the Sophia paper's diagnostics."""
 
 from __future__ import annotations
 
@@ -8,36 +8,88 @@ from typing import Sequence
 
 from .metrics import read_metrics
 
+X_AXES = {"step": ("step", "optimizer step"), "tokens": ("tokens", "training tokens"), "time": ("elapsed_s", "wall-clock seconds")}
+
 
 def _metrics_file(run: str | os.PathLike) -> Path:
     p = Path(run)
     return p / "metrics.jsonl" if p.is_dir() else p
 
 
-def plot_runs(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, title: str | None = None, labels: Sequence[str] | None = None) -> Path:
-    """Plot train (thin) and val (markers) loss against optimizer steps for each run into ``out_png``."""
+def _label(run, rows, labels, i) -> str:
+    if labels:
+        return labels[i]
+    start = next((r for r in rows if r["kind"] == "start"), {})
+    return start.get("label") or Path(run).name
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _x(row: dict, key: str, train_rows: dict[int, dict]):
+    if key in row:
+        return row[key]
+    return train_rows.get(row["step"], {}).get(key, 0.0 if row["step"] == 0 else None)
+
+
+def plot_runs(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, title: str | None = None,
+              labels: Sequence[str] | None = None, x: str = "step", val_only: bool = False) -> Path:
+    """Val loss (markers) and train loss (thin) of each run against steps, tokens or wall-clock time."""
+    plt = _pyplot()
+    key, xlabel = X_AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for i, run in enumerate(runs):
         rows = read_metrics(_metrics_file(run))
-        start = next((r for r in rows if r["kind"] == "start"), {})
-        label = labels[i] if labels else start.get("label") or Path(run).name
-        train = [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
-        val = [(r["step"], r["val_loss"]) for r in rows if r["kind"] == "eval"]
+        label = _label(run, rows, labels, i)
+        by_step = {r["step"]: r for r in rows if r["kind"] == "train"}
         color = f"C{i % 10}"
-        if train:
+        train = [(_x(r, key, by_step), r["loss"]) for r in rows if r["kind"] == "train"]
+        val = [(_x(r, key, by_step), r["val_loss"]) for r in rows if r["kind"] == "eval"]
+        train = [p for p in train if p[0] is not None]
+        val = [p for p in val if p[0] is not None]
+        if train and not val_only:
             ax.plot(*zip(*train), color=color, alpha=0.45, linewidth=1.0, label=f"{label} train")
         if val:
-            ax.plot(*zip(*val), color=color, marker="o", markersize=3, linewidth=1.6, label=f"{label} val")
-    ax.set_xlabel("optimizer step")
+            ax.plot(*zip(*val), color=color, marker="o", markersize=3, linewidth=1.6, label=f"{label} val" if not val_only else label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.set_title(title or "loss curves")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_diagnostics(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
+    """Paper Fig. 8 (share of clipped coordinates, ‖h‖) and Fig. 6a (grad-clip trigger rate) per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=110)
+    panels = [("clipped share of coordinates (1 − not-clipped)", lambda r: 1 - r["not_clipped_frac"] if "not_clipped_frac" in r else None),
+              ("‖h‖ (L2 norm of the Hessian EMA)", lambda r: r.get("hessian_norm")),
+              ("grad-norm clipping trigger rate", lambda r: r.get("grad_clip_rate"))]
+    for i, run in enumerate(runs):
+        rows = [r for r in read_metrics(_metrics_file(run)) if r["kind"] == "train"]
+        label = _label(run, read_metrics(_metrics_file(run)), labels, i)
+        for ax, (_, get) in zip(axes, panels):
+            pts = [(r["step"], get(r)) for r in rows if get(r) is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=f"C{i % 10}", linewidth=1.2, label=label)
+    for ax, (title, _) in zip(axes, panels):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, validate
+from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import gnb_estimate, hutchinson_estimate
 from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
@@ -63,7 +63,7 @@ class Trainer:
         self.info = info or DistInfo()
         t = cfg.train
         validate(cfg, self.info.world_size)
-        self.accum = accum_per_rank(t.grad_accum, self.info.world_size)
+        self.accum = accum_per_rank(total_accum(t), self.info.world_size)
         self.seq_len = t.seq_len or cfg.model.block_size
         self.out_dir = Path(t.out_dir)
         self.ckpt_path = self.out_dir / ckpt.CHECKPOINT_NAME
@@ -91,6 +91,8 @@ class Trainer:
         self.has_hessian_norm = callable(getattr(self.optimizer, "hessian_norm", None))
         self.start_step = 0
         self.best_val = math.inf
+        self.elapsed_base = 0.0  # wall-clock seconds of training before this invocation (resumed runs)
+        self._t_start = time.perf_counter()
         if resume_state is not None:
             self._restore(resume_state)
         self.fwd_model: nn.Module = torch.compile(self.raw_model) if t.compile else self.raw_model
@@ -100,7 +102,7 @@ class Trainer:
 
             self.model = DDP(self.fwd_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.sampler = BatchSampler(self.dataset, self.seq_len, t.batch_size, t.seed, self.device)
-        self.tokens_per_step = t.batch_size * t.grad_accum * self.seq_len
+        self.tokens_per_step = t.batch_size * total_accum(t) * self.seq_len
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)
         self.logger = self._make_logger(resume_state is not None)
@@ -147,6 +149,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_step = int(state["step"])
         self.best_val = float(state.get("best_val", math.inf))
+        self.elapsed_base = float(state.get("elapsed_s", 0.0))
         rng = state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -201,6 +204,10 @@ class Trainer:
             dist.all_reduce(total)
         return float(total[0] / total[1])
 
+    def elapsed(self) -> float:
+        """Training wall-clock seconds, counting earlier invocations of a resumed run."""
+        return self.elapsed_base + time.perf_counter() - self._t_start
+
     def save(self, step: int) -> None:
         """Write the full training state (rank 0) atomically; all ranks wait for it."""
         if self.info.is_main:
@@ -214,6 +221,7 @@ class Trainer:
                 "optim_name": self.cfg.optim.name,
                 "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
                 "best_val": self.best_val,
+                "elapsed_s": self.elapsed(),
                 "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             }
             ckpt.save_checkpoint(state, self.ckpt_path)
@@ -329,7 +337,7 @@ class Trainer:
 
         window: dict[str, Any] = {}
         n_window, clipped, hess_time, hess_count = 0, 0.0, 0.0, 0
-        t_start = time.perf_counter()
+        self._t_start = t_start = time.perf_counter()
         t_window = t_start
         ms_per_step = math.nan
         step = self.start_step
@@ -356,7 +364,7 @@ class Trainer:
                 tok_s = self.tokens_per_step * n_window / (now - t_window)
                 eta = (stop - step) * ms_per_step / 1000
                 rec = {"step": step, "tokens": step * self.tokens_per_step, "lr": out["lr"], "ms_per_step": ms_per_step,
-                       "tokens_per_s": tok_s, "elapsed_s": now - t_start, **means}
+                       "tokens_per_s": tok_s, "elapsed_s": self.elapsed(), **means}
                 if t.grad_clip > 0:
                     rec["grad_clip_rate"] = float(clipped) / n_window
                 for key in ("update_max", "update_mean"):
@@ -387,7 +395,8 @@ class Trainer:
             if step % t.eval_interval == 0 or step == stop:
                 final_val = self.evaluate()
                 self.best_val = min(self.best_val, final_val)
-                self.logger.log("eval", {"step": step, "val_loss": final_val, "tokens": step * self.tokens_per_step})
+                self.logger.log("eval", {"step": step, "val_loss": final_val, "tokens": step * self.tokens_per_step,
+                                         "elapsed_s": self.elapsed()})
                 self.print(f"step {step:>6} | val loss {final_val:.4f} | best {self.best_val:.4f}")
                 t_window = time.perf_counter()  # keep eval time out of the throughput figures
             if (t.ckpt_interval and step % t.ckpt_interval == 0) or step == stop:
