@@ -160,3 +160,15 @@ def test_plots_from_synthetic_logs(synthetic, tmp_path):
         assert png.stat().st_size > 10_000
     assert plot_diagnostics(runs[:3], tmp_path / "diag.png").stat().st_size > 10_000
     assert not math.isnan(find_runs([synthetic])[0].final_val)
+
+
+def test_lr_blowup_search_finds_the_largest_stable_lr(byte_data, tmp_path):
+    from conftest import tiny_overrides
+    from sophia_train.lr_search import search
+
+    overrides = [o for o in tiny_overrides(byte_data, tmp_path / "unused", optim="sgd") if not o.startswith("train.out_dir")]
+    overrides += ["train.max_steps=12", "train.eval_interval=12", "train.grad_clip=0"]
+    result = search(overrides, [1e4, 1e2, 1.0], work_dir=str(tmp_path))
+    assert [t.lr for t in result["trials"]][:2] == [1e4, 1e2]
+    assert result["trials"][0].blew_up and result["trials"][1].blew_up
+    assert result["chosen"] == 1.0 and result["check_1_25x_blows_up"] is not None
