@@ -138,6 +138,20 @@ class NormalizeConfig(OptimConfig):
 
 
 @dataclass
+class MuonConfig(OptimConfig):
+    """torch.optim.Muon on hidden matrices + AdamW on the rest, one LR (Muon's match_rms_adamw)."""
+
+    name: str = "muon"
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+
+
+@dataclass
 class TorchOptimConfig(OptimConfig):
     """Any ``torch.optim`` class by name; ``kwargs`` go to its constructor unchanged."""
 
@@ -183,6 +197,7 @@ class TrainConfig:
     compile: bool = False
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
     plot: bool = True  # write loss_curve.png into out_dir at the end
+    log_update_stats: bool = True  # max/mean |delta theta| at log steps (costs one parameter copy on those steps)
 
 
 @dataclass
@@ -213,6 +228,7 @@ OPTIM_SCHEMAS: dict[str, type] = {
     "lion": LionConfig,
     "s3": S3Config,
     "normalize": NormalizeConfig,
+    "muon": MuonConfig,
     "torch": TorchOptimConfig,
 }
 

@@ -343,7 +343,8 @@ class Trainer:
         step = self.start_step
         final_val = math.nan
         while step < stop:
-            out = self.train_step(step, measure_update=(step + 1) % t.log_interval == 0 or step + 1 == stop)
+            log_now = (step + 1) % t.log_interval == 0 or step + 1 == stop
+            out = self.train_step(step, measure_update=t.log_update_stats and log_now)
             step += 1
             n_window += 1
             for key in ("loss", "grad_norm", "not_clipped_frac"):

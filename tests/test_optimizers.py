@@ -256,3 +256,41 @@ def test_our_optimizer_configs_build_their_class(name, cls):
     opt = build_optimizer(tiny_model(), cfg.optim, torch.device("cpu"))
     assert type(opt) is cls
     assert opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_muon_hybrid_equals_torch_muon_plus_adamw():
+    import copy
+
+    from sophia_train.optim import MuonAdamW, split_for_muon
+
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip("this torch has no torch.optim.Muon")
+    cfg = compose(["+model=nano", "optim=muon", "optim.lr=0.01"])
+    model = tiny_model()
+    twin = copy.deepcopy(model)
+    opt = build_optimizer(model, cfg.optim, torch.device("cpu"))
+    assert type(opt) is MuonAdamW
+    hidden, rest = split_for_muon(twin)
+    assert all(p.dim() == 2 for p in hidden) and twin.transformer.wte.weight in rest
+    ref_muon = torch.optim.Muon(hidden, lr=0.01, weight_decay=0.1, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    ref_adamw = torch.optim.AdamW([{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.1},
+                                   {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}], lr=0.01, betas=(0.9, 0.95))
+    x = torch.randint(0, 16, (2, 8))
+    for step in range(3):
+        for m, opts in ((model, [opt]), (twin, [ref_muon, ref_adamw])):
+            _, loss = m(x, x)
+            loss.backward()
+            for g in opts[0].param_groups:
+                g["lr"] = 0.01 / (step + 1)
+            for o in opts[1:]:
+                for g in o.param_groups:
+                    g["lr"] = 0.01 / (step + 1)
+            for o in opts:
+                o.step()
+                o.zero_grad()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)
+    sd = copy.deepcopy(opt.state_dict())
+    fresh = build_optimizer(copy.deepcopy(model), cfg.optim, torch.device("cpu"))
+    fresh.load_state_dict(sd)
+    assert len(fresh.state) == len(opt.state) and fresh._muon.state is fresh.state

@@ -19,6 +19,7 @@ from ..config import (
     AdamWConfig,
     ConfigError,
     LionConfig,
+    MuonConfig,
     NormalizeConfig,
     OptimConfig,
     S3Config,
@@ -27,12 +28,13 @@ from ..config import (
 )
 from .adahessian import AdaHessian
 from .lion import Lion
+from .muon import MuonAdamW, split_for_muon
 from .normalize import NormalizedMomentum
 from .s3 import SoftSignSGD
 from .sophia import SophiaG, SophiaH
 
 __all__ = [
-    "AdaHessian", "Lion", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
+    "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
     "build_optimizer", "param_groups", "hessian_estimator",
 ]
 
@@ -79,6 +81,16 @@ def _normalize(model: nn.Module, cfg: NormalizeConfig, device: torch.device) -> 
     return NormalizedMomentum(param_groups(model, cfg.weight_decay), lr=cfg.lr, beta=cfg.beta, eps=cfg.eps)
 
 
+def _muon(model: nn.Module, cfg: MuonConfig, device: torch.device) -> torch.optim.Optimizer:
+    hidden, rest = split_for_muon(model)
+    adamw_groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return MuonAdamW(hidden, adamw_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                     nesterov=cfg.nesterov, ns_steps=cfg.ns_steps, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
 def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> torch.optim.Optimizer:
     cls = getattr(torch.optim, cfg.torch_class, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
@@ -97,6 +109,7 @@ BUILDERS: dict[type, Callable[[nn.Module, OptimConfig, torch.device], torch.opti
     LionConfig: _lion,
     S3Config: _s3,
     NormalizeConfig: _normalize,
+    MuonConfig: _muon,
     TorchOptimConfig: _torch,
 }
 
