@@ -111,6 +111,7 @@ class LionConfig(OptimConfig):
     lr: float = 2e-4
     betas: tuple[float, float] = (0.95, 0.98)
     weight_decay: float = 0.2
+    fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
 
 
 @dataclass
@@ -124,6 +125,7 @@ class S3Config(OptimConfig):
     eps: float = 1e-8
     weight_decay: float = 0.1
     nesterov: bool = True
+    fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
 
 
 @dataclass

@@ -160,3 +160,39 @@ def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_pa
     a, b = losses(tmp_path / "foreach"), losses(tmp_path / "fused")
     assert len(a) == len(b) == 12
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def run_simple(opt_cls, p0, grads, lrs, dtype=torch.float32, **kw):
+    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in p0]
+    opt = opt_cls([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
+    for t in range(STEPS):
+        for g in opt.param_groups:
+            g["lr"] = lrs[t]
+        for p, g in zip(params, grads[t]):
+            if p.grad is None:
+                p.grad = torch.tensor(g, dtype=dtype)
+            else:
+                p.grad.copy_(torch.tensor(g, dtype=dtype))
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("name", ["lion", "s3", "s3_plain"])
+def test_fused_lion_and_s3_match_their_per_tensor_paths(name):
+    from sophia_train.optim import Lion, SoftSignSGD
+
+    cls, kw = {"lion": (Lion, {}), "s3": (SoftSignSGD, {"p": 3.0}), "s3_plain": (SoftSignSGD, {"p": 2.0, "nesterov": False})}[name]
+    p0, grads, _, lrs = make_data(4)
+    grads[5][2][:100] = 0.0  # coordinates with zero gradient: |g|^p and its root must give 0, not NaN
+    fused, opt_f = run_simple(cls, p0, grads, lrs, fused=True, **kw)
+    plain, opt_p = run_simple(cls, p0, grads, lrs, fused=False, **kw)
+    assert opt_f.fused and not opt_p.fused
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        for key in opt_p.state[b]:
+            torch.testing.assert_close(opt_f.state[a][key], opt_p.state[b][key], rtol=1e-4, atol=1e-6)
+    sd = copy.deepcopy(opt_f.state_dict())
+    fresh_params = [p.detach().clone().requires_grad_(True) for p in fused]
+    fresh = cls([{"params": fresh_params[:3], "weight_decay": 0.2}, {"params": fresh_params[3:], "weight_decay": 0.0}], lr=lrs[0], fused=True, **kw)
+    fresh.load_state_dict(sd)
+    assert all(torch.equal(fresh.state[q]["m"], opt_f.state[p]["m"]) for p, q in zip(fused, fresh_params))

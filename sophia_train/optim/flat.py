@@ -59,3 +59,99 @@ class FlatGroup:
                 else:
                     gview.zero_()
                 p.grad = gview
+
+
+class FusedFlatMixin:
+    """Flat-buffer bookkeeping for an ``Optimizer`` with a Triton path.
+
+    A subclass sets ``_flat_state`` (its per-parameter state buffers, fp32) and calls
+    ``_setup_fused(fused)`` at the end of ``__init__``; when the fused path is taken, ``self._flat``
+    lists ``(param-group index, FlatGroup)`` and every ``self.state[p]`` holds views into the flat
+    buffers plus one shared ``step`` counter. Group dicts are looked up by index at each use,
+    because ``load_state_dict`` replaces them.
+    """
+
+    _flat_state: tuple[str, ...] = ()
+    _flat: list[tuple[int, FlatGroup]]
+
+    def _setup_fused(self, fused: bool | None, supported: bool = True, maximize: bool = False) -> None:
+        from sophia_train_kernels import TRITON_AVAILABLE
+        from sophia_train_kernels.sophia import INTERPRET
+
+        self._flat = []
+        params = [p for g in self.param_groups for p in g["params"]]
+        on_cuda = bool(params) and all(p.is_cuda for p in params)
+        dtypes_ok = all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
+        if fused is None:
+            fused = supported and on_cuda and dtypes_ok and TRITON_AVAILABLE and not maximize
+        elif fused:
+            problems = [
+                (not supported, f"{type(self).__name__} has no fused implementation; use fused=False"),
+                (not dtypes_ok, "fused=True supports float32 and bfloat16 parameters only"),
+                (not TRITON_AVAILABLE, "fused=True needs the triton package"),
+                (not (on_cuda or INTERPRET), "fused=True needs CUDA parameters (or TRITON_INTERPRET=1 for CPU testing)"),
+                (maximize, "fused=True does not support maximize=True"),
+            ]
+            for bad, msg in problems:
+                if bad:
+                    raise ValueError(msg)
+        if not fused:
+            return
+        for gi, group in enumerate(self.param_groups):
+            by_kind: dict[tuple, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                by_kind.setdefault((p.dtype, p.device), []).append(p)
+            for ps in by_kind.values():
+                fg = FlatGroup.build(ps, self._flat_state)
+                self._point_state(fg, torch.tensor(0.0))
+                self._flat.append((gi, fg))
+
+    def _point_state(self, fg: FlatGroup, step: torch.Tensor) -> None:
+        views = {name: fg.views(buf) for name, buf in fg.state.items()}
+        for i, p in enumerate(fg.params):
+            self.state[p] = {"step": step, **{name: v[i] for name, v in views.items()}}
+
+    @property
+    def fused(self) -> bool:
+        """Whether the Triton path is in use."""
+        return bool(self._flat)
+
+    def flat_groups(self):
+        """``(group dict, FlatGroup)`` pairs of the fused path, with gradients re-attached."""
+        for gi, fg in self._flat:
+            fg.reattach_grads()
+            yield self.param_groups[gi], fg
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it."""
+        if not self._flat:
+            return super().zero_grad(set_to_none)
+        for _, fg in self._flat:
+            fg.grad_buf.zero_()
+            fg.reattach_grads()
+
+    def state_dict(self) -> dict:
+        """Standard layout; the fused path's views are copied out so a checkpoint holds only its own data."""
+        sd = super().state_dict()
+        if self._flat:
+            sd["state"] = {k: {n: v.clone() for n, v in st.items()} for k, st in sd["state"].items()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load; the fused path copies the saved buffers (full precision) back into its flat storage."""
+        raw = {k: dict(v) for k, v in state_dict["state"].items()} if self._flat else None
+        super().load_state_dict(state_dict)
+        if not self._flat:
+            return
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        for _, fg in self._flat:
+            step = torch.tensor(0.0)
+            views = {name: fg.views(buf) for name, buf in fg.state.items()}
+            for i, p in enumerate(fg.params):
+                saved = raw.get(index[id(p)], {})
+                for name, v in views.items():
+                    if name in saved:
+                        v[i].copy_(saved[name])
+                if "step" in saved:
+                    step.fill_(float(saved["step"]))
+            self._point_state(fg, step)

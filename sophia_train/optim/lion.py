@@ -15,12 +15,16 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure
+from .flat import FusedFlatMixin
 
 
-class Lion(Optimizer):
-    """Sign of an interpolated momentum, with decoupled weight decay."""
+class Lion(FusedFlatMixin, Optimizer):
+    """Sign of an interpolated momentum, with decoupled weight decay (``fused`` as in ``SophiaG``)."""
 
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.2):
+    _flat_state = ("m",)
+
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.2,
+                 *, fused: bool | None = None):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not all(0.0 <= b < 1.0 for b in betas):
@@ -28,11 +32,20 @@ class Lion(Optimizer):
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+        self._setup_fused(fused)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One Lion update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
+        if self._flat:
+            from sophia_train_kernels import lion_step_
+
+            for group, fg in self.flat_groups():
+                lion_step_(fg.param_buf, fg.grad_buf, fg.state["m"], lr=group["lr"], wd=group["weight_decay"],
+                           beta1=group["betas"][0], beta2=group["betas"][1])
+                self.state[fg.params[0]]["step"] += 1
+            return loss
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]

@@ -22,10 +22,13 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure
+from .flat import FusedFlatMixin
 
 
-class SoftSignSGD(Optimizer):
-    """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form."""
+class SoftSignSGD(FusedFlatMixin, Optimizer):
+    """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form (``fused`` as in SophiaG)."""
+
+    _flat_state = ("m", "s")
 
     def __init__(
         self,
@@ -36,6 +39,8 @@ class SoftSignSGD(Optimizer):
         weight_decay: float = 0.0,
         eps: float = 1e-8,
         nesterov: bool = True,
+        *,
+        fused: bool | None = None,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -46,11 +51,20 @@ class SoftSignSGD(Optimizer):
         if not weight_decay >= 0.0 or not eps >= 0.0:
             raise ValueError("weight_decay and eps must be >= 0")
         super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, eps=eps, nesterov=nesterov))
+        self._setup_fused(fused)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """One S3 update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
+        if self._flat:
+            from sophia_train_kernels import s3_step_
+
+            for group, fg in self.flat_groups():
+                s3_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["s"], lr=group["lr"], wd=group["weight_decay"],
+                         beta=group["beta"], power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
+                self.state[fg.params[0]]["step"] += 1
+            return loss
         for group in self.param_groups:
             lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
             for p in group["params"]:

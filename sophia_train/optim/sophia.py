@@ -25,10 +25,10 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure
-from .flat import FlatGroup
+from .flat import FusedFlatMixin
 
 
-class SophiaG(Optimizer):
+class SophiaG(FusedFlatMixin, Optimizer):
     """Sophia with a diagonal-Hessian EMA refreshed by ``update_hessian()``.
 
     Drop-in for the official repo's ``SophiaG(params, lr, betas, rho, weight_decay)``:
@@ -46,6 +46,7 @@ class SophiaG(Optimizer):
     #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
     takes_tokens_per_step = True
     _supports_fused = True
+    _flat_state = ("m", "h")
 
     def __init__(
         self,
@@ -75,49 +76,7 @@ class SophiaG(Optimizer):
                         clip=clip, foreach=foreach)
         super().__init__(params, defaults)
         self.last_stats: dict[str, torch.Tensor] = {}
-        self._flat: list[tuple[int, FlatGroup]] = []  # (index into param_groups, its flat buffers)
-        if self._want_fused(fused, maximize):
-            self._build_flat()
-
-    # -- implementation choice -------------------------------------------------------------------
-    def _want_fused(self, fused: bool | None, maximize: bool) -> bool:
-        from sophia_train_kernels import TRITON_AVAILABLE
-        from sophia_train_kernels.sophia import INTERPRET
-
-        params = [p for g in self.param_groups for p in g["params"]]
-        on_cuda = bool(params) and all(p.is_cuda for p in params)
-        dtypes_ok = all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
-        if fused is None:
-            return self._supports_fused and on_cuda and dtypes_ok and TRITON_AVAILABLE and not maximize
-        if fused:
-            if not dtypes_ok:
-                raise ValueError("fused=True supports float32 and bfloat16 parameters only")
-            if not self._supports_fused:
-                raise ValueError(f"{type(self).__name__} has no fused implementation; use fused=False")
-            if not TRITON_AVAILABLE:
-                raise ValueError("fused=True needs the triton package")
-            if not (on_cuda or INTERPRET):
-                raise ValueError("fused=True needs CUDA parameters (or TRITON_INTERPRET=1 for CPU testing)")
-            if maximize:
-                raise ValueError("fused=True does not support maximize=True")
-        return bool(fused)
-
-    @property
-    def fused(self) -> bool:
-        """Whether the Triton path is in use."""
-        return bool(self._flat)
-
-    def _build_flat(self) -> None:
-        for gi, group in enumerate(self.param_groups):
-            by_kind: dict[tuple, list[torch.Tensor]] = {}
-            for p in group["params"]:
-                by_kind.setdefault((p.dtype, p.device), []).append(p)
-            for params in by_kind.values():
-                fg = FlatGroup.build(params, ("m", "h"))
-                step = torch.tensor(0.0)
-                for p, m, h in zip(params, fg.views(fg.state["m"]), fg.views(fg.state["h"])):
-                    self.state[p] = {"step": step, "m": m, "h": h}
-                self._flat.append((gi, fg))
+        self._setup_fused(fused, supported=self._supports_fused, maximize=maximize)
 
     def _state_for(self, p: torch.Tensor) -> dict:
         state = self.state[p]
@@ -151,10 +110,8 @@ class SophiaG(Optimizer):
         if self._flat:
             from sophia_train_kernels import hessian_ema_
 
-            for gi, fg in self._flat:
-                group = self.param_groups[gi]  # looked up each time: load_state_dict replaces the dicts
+            for group, fg in self.flat_groups():
                 if hessian_estimates is None:
-                    fg.reattach_grads()
                     hessian_ema_(fg.state["h"], fg.grad_buf, beta2=group["betas"][1], square=True)
                 else:
                     x = torch.cat([hessian_estimates[p].reshape(-1) if p in hessian_estimates else torch.zeros(p.numel(), device=p.device)
@@ -183,9 +140,7 @@ class SophiaG(Optimizer):
         if self._flat:
             from sophia_train_kernels import sophia_step_
 
-            for gi, fg in self._flat:
-                group = self.param_groups[gi]
-                fg.reattach_grads()
+            for group, fg in self.flat_groups():
                 count = torch.zeros(1, dtype=torch.int32, device=fg.param_buf.device)
                 sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
                              wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
@@ -241,40 +196,6 @@ class SophiaG(Optimizer):
             p.add_(u, alpha=-lr)
             count += (u.abs() < 1).sum()
         return count
-
-    # -- flat-buffer bookkeeping -----------------------------------------------------------------
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it."""
-        if not self._flat:
-            return super().zero_grad(set_to_none)
-        for _, fg in self._flat:
-            fg.grad_buf.zero_()
-            fg.reattach_grads()
-
-    def state_dict(self) -> dict:
-        """Standard layout; the fused path's views are copied out so a checkpoint holds only its own data."""
-        sd = super().state_dict()
-        if self._flat:
-            sd["state"] = {k: {n: v.clone() for n, v in st.items()} for k, st in sd["state"].items()}
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Load; the fused path copies the saved m, h (full precision) back into its flat buffers."""
-        raw = {k: dict(v) for k, v in state_dict["state"].items()} if self._flat else None
-        super().load_state_dict(state_dict)
-        if not self._flat:
-            return
-        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        for _, fg in self._flat:
-            step = torch.tensor(0.0)
-            for p, m, h in zip(fg.params, fg.views(fg.state["m"]), fg.views(fg.state["h"])):
-                saved = raw.get(index[id(p)], {})
-                for name, view in (("m", m), ("h", h)):
-                    if name in saved:
-                        view.copy_(saved[name])
-                if "step" in saved:
-                    step.fill_(float(saved["step"]))
-                self.state[p] = {"step": step, "m": m, "h": h}
 
     @torch.no_grad()
     def hessian_norm(self) -> torch.Tensor:
