@@ -32,6 +32,18 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out_png: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``out_png`` (folders created), close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def _x(row: dict, key: str, train_rows: dict[int, dict]):
     if key in row:
         return row[key]
@@ -62,12 +74,7 @@ def plot_runs(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, tit
     ax.set_title(title or "loss curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def plot_diagnostics(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, labels: Sequence[str] | None = None) -> Path:
@@ -90,9 +97,4 @@ def plot_diagnostics(runs: Sequence[str | os.PathLike], out_png: str | os.PathLi
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -102,11 +102,9 @@ def lecture_trajectories(loss: Loss, start, steps: int, sgd_lr: float = 0.01) ->
 def plot_trajectories(loss: Loss, paths: dict[str, np.ndarray], extent, out: str | Path, title: str, levels=30, log_levels=True,
                       minimum=None) -> Path:
     """Contour plot of ``loss`` over ``extent`` with each trajectory drawn on top; writes a PNG."""
-    import matplotlib
+    from .plotting import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     (x0, x1), (y0, y1) = extent
     xs, ys = np.meshgrid(np.linspace(x0, x1, 300), np.linspace(y0, y1, 300))
     grid = torch.tensor(np.stack([xs, ys]), dtype=torch.float64)
@@ -128,9 +126,4 @@ def plot_trajectories(loss: Loss, paths: dict[str, np.ndarray], extent, out: str
     ax.set_ylabel("θ[2]")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
