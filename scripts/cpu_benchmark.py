@@ -81,11 +81,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--optims", nargs="+", default=list(GRIDS))
     ap.add_argument("--data-dir", default=None, help="prepared dataset (default: the corpus config's folder)")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild table.md and the PNGs from finished runs")
     args = ap.parse_args()
     out = Path(args.out)
     common = ["train.batch_size=8", "train.eval_iters=40", "train.log_interval=25", "train.threads=2"]
     if args.data_dir:
         common.append(f"data.dir={args.data_dir}")
+    if args.report_only:
+        report(out, args.steps, json.loads((out / "best_lr.json").read_text()), args.seeds[0])
+        return
     best = {}
     for optim in args.optims:
         losses = {lr: train(out, optim, lr, args.steps, args.seeds[0], common) for lr in GRIDS[optim]}
@@ -106,6 +110,26 @@ def main() -> None:
             train(out, optim, best[optim], args.steps // 2, seed, common)
     (out / "best_lr.json").write_text(json.dumps(best, indent=2) + "\n")
     print(f"best LRs: {best}")
+    report(out, args.steps, best, args.seeds[0])
+
+
+def report(out: Path, steps: int, best: dict[str, float], seed: int) -> None:
+    """table.md (Sec. 3.2 verdicts), curves by step and by wall-clock, Sophia diagnostics."""
+    from sophia_train.compare import find_runs, markdown_report
+    from sophia_train.plotting import plot_diagnostics, plot_runs
+
+    table = markdown_report(find_runs([out / "runs"]), "adamw", steps)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    chosen = [out / "runs" / run_name(o, lr, T, seed) for o, lr in best.items() for T in (steps, steps // 2)]
+    labels = [f"{o} lr={lr:g} T={T}" for o, lr in best.items() for T in (steps, steps // 2)]
+    plot_runs(chosen, out / "curves.png", title=f"tiny GPT, byte-level corpus: val loss, tuned LRs, T={steps} and T/2 (seed {seed})",
+              labels=labels, val_only=True)
+    plot_runs(chosen[::2], out / "curves_time.png", title=f"val loss against wall-clock, T={steps} (seed {seed})",
+              labels=labels[::2], x="time", val_only=True)
+    sophias = [out / "runs" / run_name(o, best[o], steps, seed) for o in ("sophia_g", "sophia_h") if o in best]
+    if sophias:
+        plot_diagnostics(sophias, out / "diagnostics.png", labels=[p.name for p in sophias])
 
 
 if __name__ == "__main__":

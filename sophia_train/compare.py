@@ -145,13 +145,17 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, float, int], list[Run]]:
 
 
 def best_groups(runs: list[Run], steps: int) -> dict[str, list[Run]]:
-    """For each optimizer, the LR group at ``steps`` with the lowest mean final val loss."""
-    best: dict[str, list[Run]] = {}
+    """For each optimizer, its chosen LR group at ``steps``: among the groups with the most seeds
+    (a tuning grid gives its winner the extra seeds), the lowest mean final val loss. Comparing a
+    one-seed grid point with a several-seed mean would favour the lucky single seed."""
+    candidates: dict[str, list[list[Run]]] = {}
     for (optim, _, T), rs in group_runs(runs).items():
-        if T != steps:
-            continue
-        if optim not in best or _mean([r.final_val for r in rs]) < _mean([r.final_val for r in best[optim]]):
-            best[optim] = rs
+        if T == steps:
+            candidates.setdefault(optim, []).append(rs)
+    best = {}
+    for optim, groups in candidates.items():
+        most = max(len(g) for g in groups)
+        best[optim] = min((g for g in groups if len(g) == most), key=lambda g: _mean([r.final_val for r in g]))
     return best
 
 
