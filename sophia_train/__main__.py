@@ -6,6 +6,7 @@ are printed as one paragraph (exit code 2), never as a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -74,16 +75,21 @@ def run(cfg_node: DictConfig) -> dict | None:
         destroy_process_group()
 
 
+def _fail(message: str, code: int) -> None:
+    """Print a user-facing error once (rank 0 under torchrun) and exit with ``code``."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e), 2)
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+        _fail(str(e), 3)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint (if any) is intact; continue with train.resume=true", file=sys.stderr)
         sys.exit(130)

@@ -69,3 +69,11 @@ def test_all_ranks_hold_the_same_hessian_estimate(byte_data, tmp_path, optim):
     result = json.loads(report.read_text())
     assert result["ranks"] == 2 and result["norm"] > 0
     assert result["max_abs_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_bad_input_under_torchrun_is_reported_once_by_rank0(byte_data, tmp_path):
+    out = run_cli(tiny_overrides(byte_data, tmp_path, "train.grad_accum=3"), nproc=2, timeout=120)
+    assert out.returncode != 0
+    msg = "train.grad_accum=3 micro-batches per step cannot be split evenly over 2 processes"
+    assert out.stderr.count(msg) == 1, out.stderr[-2000:]
