@@ -42,6 +42,8 @@ demo: install data
 	$(BIN)/python -m sophia_train +model=tiny optim=sophia_g train.out_dir=$(DEMO_OUT) train.overwrite=true \
 		train.batch_size=16 train.max_steps=1200 train.warmup_steps=100 \
 		train.eval_interval=200 train.eval_iters=40 train.log_interval=50 $(DEMO_ARGS)
+	@echo "--- a sample from the demo model (python scripts/sample.py $(DEMO_OUT)) ---"
+	$(BIN)/python scripts/sample.py $(DEMO_OUT) --prompt "And God said" -n 240
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -151,3 +151,12 @@ def test_diverging_run_stops_with_a_clear_error(byte_data, tmp_path):
     cfg = compose(tiny_overrides(byte_data, tmp_path, "optim.lr=1e6", "train.grad_clip=0", optim="sgd"))
     with pytest.raises(TrainingDiverged, match="training diverged at step"):
         Trainer(cfg).fit()
+
+
+def test_sampling_from_a_trained_run(byte_data, tmp_path):
+    from sophia_train.sample import generate_text
+
+    Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=3"))).fit()
+    text = generate_text(tmp_path, prompt="KING", max_new_tokens=20, seed=1)
+    assert text.startswith("KING") and len(text.encode("utf-8", errors="replace")) >= 4
+    assert text == generate_text(tmp_path / "ckpt.pt", prompt="KING", max_new_tokens=20, seed=1)  # seeded
