@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total
 from .curvature import gnb_estimate, hutchinson_estimate
 from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
-from .metrics import MetricsLogger, device_peak_flops, format_duration
+from .metrics import MetricsLogger, device_peak_flops, format_duration, read_metrics
 from .model import GPT, GPTConfig
 from .optim import build_optimizer, hessian_estimator
 from .schedule import lr_at
@@ -162,9 +163,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             metrics = self.out_dir / "metrics.jsonl"
             if resumed and metrics.exists():  # drop rows logged after the checkpoint we resume from
-                from .metrics import read_metrics
-                import json
-
                 keep = [r for r in read_metrics(metrics) if r.get("step", 0) <= self.start_step]
                 metrics.write_text("".join(json.dumps(r) + "\n" for r in keep))
             elif not resumed and metrics.exists():

@@ -13,3 +13,13 @@ def evaluate_closure(closure: Callable[[], float] | None):
         return None
     with torch.enable_grad():
         return closure()
+
+
+def lazy_state(state: dict, p: torch.Tensor, buffers: tuple[str, ...], counters: tuple[str, ...] = ()) -> dict:
+    """Fill an empty per-parameter ``state`` with zero ``buffers`` shaped like ``p`` and 0-d ``counters``."""
+    if not state:
+        for name in counters:
+            state[name] = torch.tensor(0.0)
+        for name in buffers:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return state

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure
+from ._common import evaluate_closure, lazy_state
 
 
 class AdaHessian(Optimizer):
@@ -41,13 +41,7 @@ class AdaHessian(Optimizer):
         self.last_stats: dict[str, torch.Tensor] = {}
 
     def _state_for(self, p: torch.Tensor) -> dict:
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.tensor(0.0)
-            state["hessian_step"] = torch.tensor(0.0)
-            state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
+        return lazy_state(self.state[p], p, ("m", "v"), counters=("step", "hessian_step"))
 
     @torch.no_grad()
     def update_hessian(self, hessian_estimates: Mapping[torch.Tensor, torch.Tensor]) -> None:

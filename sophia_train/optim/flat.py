@@ -122,6 +122,10 @@ class FusedFlatMixin:
             fg.reattach_grads()
             yield self.param_groups[gi], fg
 
+    def _count_step(self, fg: FlatGroup) -> None:
+        """Advance the step counter the group's parameters share (one tensor for all of them)."""
+        self.state[fg.params[0]]["step"] += 1
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it."""
         if not self._flat:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure
+from ._common import evaluate_closure, lazy_state
 from .flat import FusedFlatMixin
 
 
@@ -44,7 +44,7 @@ class Lion(FusedFlatMixin, Optimizer):
             for group, fg in self.flat_groups():
                 lion_step_(fg.param_buf, fg.grad_buf, fg.state["m"], lr=group["lr"], wd=group["weight_decay"],
                            beta1=group["betas"][0], beta2=group["betas"][1])
-                self.state[fg.params[0]]["step"] += 1
+                self._count_step(fg)
             return loss
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
@@ -52,10 +52,7 @@ class Lion(FusedFlatMixin, Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, g = state["m"], p.grad
+                m, g = lazy_state(self.state[p], p, ("m",))["m"], p.grad
                 p.mul_(1 - lr * wd)
                 c = m.mul(beta1).add_(g, alpha=1 - beta1)
                 p.add_(c.sign_(), alpha=-lr)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure
+from ._common import evaluate_closure, lazy_state
 
 
 class NormalizedMomentum(Optimizer):
@@ -32,10 +32,7 @@ class NormalizedMomentum(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m = state["m"]
+                m = lazy_state(self.state[p], p, ("m",))["m"]
                 m.mul_(beta).add_(p.grad, alpha=1 - beta)
                 rms = m.norm() / (m.numel() ** 0.5)
                 p.mul_(1 - lr * wd)

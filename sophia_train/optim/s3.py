@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure
+from ._common import evaluate_closure, lazy_state
 from .flat import FusedFlatMixin
 
 
@@ -63,17 +63,14 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
             for group, fg in self.flat_groups():
                 s3_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["s"], lr=group["lr"], wd=group["weight_decay"],
                          beta=group["beta"], power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
-                self.state[fg.params[0]]["step"] += 1
+                self._count_step(fg)
             return loss
         for group in self.param_groups:
             lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["s"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = lazy_state(self.state[p], p, ("m", "s"))
                 m, s, g = state["m"], state["s"], p.grad
                 g_abs_p = g.abs().pow_(pw)
                 m.mul_(beta).add_(g, alpha=1 - beta)

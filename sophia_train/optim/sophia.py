@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure
+from ._common import evaluate_closure, lazy_state
 from .flat import FusedFlatMixin
 
 
@@ -79,12 +79,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
         self._setup_fused(fused, supported=self._supports_fused, maximize=maximize)
 
     def _state_for(self, p: torch.Tensor) -> dict:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0)
-            state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["h"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
+        return lazy_state(self.state[p], p, ("m", "h"), counters=("step",))
 
     def _denominators(self, hs: list[torch.Tensor], group: dict, bs: int) -> list[torch.Tensor]:
         """``rho * bs * max(h, 0) + eps`` per tensor (official form; sign momentum where h <= 0)."""
@@ -145,7 +140,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
                 sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
                              wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
                              eps=group["eps"], clip=group["clip"])
-                self.state[fg.params[0]]["step"] += 1
+                self._count_step(fg)
                 counts.append(count)
                 total += fg.param_buf.numel()
         else:
