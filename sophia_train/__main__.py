@@ -40,16 +40,31 @@ def usage() -> str:
     )
 
 
+def swept_keys(argv: list[str], sweeper_params: dict | None) -> set[str]:
+    """Config keys a multirun varies: comma/range/glob overrides on the command line plus an experiment's sweeper params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = {k.lstrip("+~") for k in (sweeper_params or {})}
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # Hydra already accepted the line; an exotic token only costs a longer folder name
+        return set()
+    return keys | {o.key_or_group.lstrip("+~") for o in overrides if o.is_sweep_override()}
+
+
 def multirun_job_dir() -> str | None:
-    """Under ``-m`` (Hydra multirun), a sub-folder name unique to this job: its number and overrides."""
+    """Under ``-m`` (Hydra multirun), a sub-folder name unique to this job: its number and swept values."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    job = HydraConfig.get().job
-    swept = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", job.override_dirname or "")[:100]
-    return f"job{job.num}" + (f"-{swept}" if swept else "")
+    hc = HydraConfig.get()
+    swept = swept_keys(sys.argv[1:], hc.sweeper.get("params"))
+    values = [o.lstrip("+~") for o in hc.overrides.task]
+    chosen = [v for v in values if v.split("=", 1)[0] in swept] if swept else [hc.job.override_dirname or ""]
+    name = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(chosen))[:100]
+    return f"job{hc.job.num}" + (f"-{name}" if name else "")
 
 
 def run(cfg_node: DictConfig) -> dict | None:

@@ -88,3 +88,30 @@ def test_short_real_run_of_tiny_for_each_optimizer(byte_data, tmp_path, optim):
     assert "parameters" in out.stdout and "tok/s" in out.stdout and "ETA" in out.stdout
     assert (tmp_path / "metrics.jsonl").stat().st_size > 0
     assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "loss_curve.png").is_file()
+
+
+def test_multirun_gives_each_job_a_folder_named_by_its_swept_values(byte_data, tmp_path):
+    """``-m`` with two swept keys: four jobs, four folders; nothing lands in the caller's directory but the sweep record."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = subprocess.run(
+        [PYTHON, "-m", "sophia_train", "-m", "+model=nano", "optim=adamw,lion", "optim.lr=1e-3,2e-3", f"data.dir={byte_data}",
+         f"train.out_dir={tmp_path / 'out'}", "train.max_steps=2", "train.warmup_steps=1", "train.eval_interval=2",
+         "train.eval_iters=1", "train.batch_size=2", "train.plot=false", "train.threads=1"],
+        cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert jobs == ["job0-optim=adamw,optim.lr=0.001", "job1-optim=adamw,optim.lr=0.002",
+                    "job2-optim=lion,optim.lr=0.001", "job3-optim=lion,optim.lr=0.002"]
+    assert all((tmp_path / "out" / j / "ckpt.pt").is_file() for j in jobs)
+    assert [p.name for p in cwd.iterdir()] == ["runs"]
+    assert list(cwd.glob("runs/sweeps/*/multirun.yaml"))
+
+
+def test_swept_keys_come_from_the_command_line_and_the_experiment():
+    from sophia_train.__main__ import swept_keys
+
+    argv = ["-m", "+model=nano", "optim=adamw,lion", "train.seed=range(0,3)", "optim.lr=1e-3"]
+    assert swept_keys(argv, None) == {"optim", "train.seed"}
+    assert swept_keys(["+model=nano"], {"optim.lr": "6e-4,3e-4"}) == {"optim.lr"}
