@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Sophia-G optimizer-step cost on GPT-shaped parameter sets, every implementation side by side.
 
-Implementations: the official repo's per-tensor loop (abs/sign/addcmul), ours per-tensor (the CPU
-default: one clamped quotient, fewer passes), the foreach path, the fused
-Triton kernel (CUDA only, or the CPU interpreter with --interpret, which measures nothing useful
+Implementations: the official repo's per-tensor loop (abs/sign/addcmul), ours per-tensor (one
+clamped quotient, fewer passes), the foreach path (the default off CUDA; on CPU in chunks of
+``CPU_FOREACH_CHUNK`` elements, and once unchunked to show why), the fused Triton kernel (CUDA only, or the CPU interpreter with --interpret, which measures nothing useful
 about speed), and torch.optim.AdamW (foreach / fused) as the familiar baseline. On CUDA the same
 run also times a device-to-device copy of the same bytes, the ceiling for a memory-bound update.
 
@@ -22,6 +22,7 @@ import time
 import torch
 
 from sophia_train.model import GPT, GPTConfig
+import sophia_train.optim._common as optim_common
 from sophia_train.optim import SophiaG
 
 # (n_layer, n_head, n_embd) giving roughly the named size (millions, vocab 50304 tied)
@@ -39,6 +40,22 @@ def gpt_param_shapes(size: int) -> list[torch.Size]:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict, device, reps: int, warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each function, timed round-robin so drift hits every variant alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    for _ in range(reps):
+        for label, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append((time.perf_counter() - t0) * 1000)
+    return {label: statistics.median(ts) for label, ts in times.items()}
 
 
 def time_it(fn, device, reps: int, warmup: int = 2) -> float:
@@ -71,6 +88,20 @@ def sophia_variant(shapes, device, dtype, **kw):
     opt = SophiaG(groups, lr=1e-4, **kw)
     opt.update_hessian()  # h from the grads: a realistic mix of clipped and unclipped coordinates
     return lambda: opt.step(bs=480 * 1024)
+
+
+def unchunked_foreach_variant(shapes, device, dtype):
+    """The foreach path over whole-model lists on CPU (what CPU_FOREACH_CHUNK avoids)."""
+    step = sophia_variant(shapes, device, dtype, foreach=True, fused=False)
+
+    def run():
+        saved, optim_common.CPU_FOREACH_CHUNK = optim_common.CPU_FOREACH_CHUNK, None
+        try:
+            step()
+        finally:
+            optim_common.CPU_FOREACH_CHUNK = saved
+
+    return run
 
 
 def official_variant(shapes, device, dtype):
@@ -107,7 +138,7 @@ def main() -> None:
     args = ap.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# device: {name} | torch {torch.__version__} | dtype {args.dtype} | median of {args.reps}")
+    print(f"# device: {name} | torch {torch.__version__} | dtype {args.dtype} | median of {args.reps}, variants interleaved")
     print("| params | implementation | ms/step | GB/s | vs official loop | vs foreach | % of copy BW |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
@@ -119,16 +150,16 @@ def main() -> None:
             "sophia per-tensor": lambda: sophia_variant(shapes, device, dtype, foreach=False, fused=False),
             "sophia foreach": lambda: sophia_variant(shapes, device, dtype, foreach=True, fused=False),
         }
+        if device.type == "cpu":
+            variants["sophia foreach, unchunked"] = lambda: unchunked_foreach_variant(shapes, device, dtype)
         if device.type == "cuda" or args.interpret:
             variants["sophia fused (triton)"] = lambda: sophia_variant(shapes, device, dtype, fused=True)
         variants["adamw foreach"] = lambda: adamw_variant(shapes, device, dtype, fused=False)
         if device.type == "cuda":
             variants["adamw fused"] = lambda: adamw_variant(shapes, device, dtype, fused=True)
-        results = {}
-        for label, build in variants.items():
-            step = build()
-            results[label] = time_it(step, device, args.reps)
-            del step
+        steps = {label: build() for label, build in variants.items()}
+        results = time_interleaved(steps, device, args.reps)
+        del steps
         copy_ms = None
         if device.type == "cuda":
             src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)

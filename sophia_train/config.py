@@ -111,6 +111,7 @@ class LionConfig(OptimConfig):
     lr: float = 2e-4
     betas: tuple[float, float] = (0.95, 0.98)
     weight_decay: float = 0.2
+    foreach: Optional[bool] = None  # None: foreach lists (chunked on CPU); False: the per-tensor loop
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
 
 
@@ -125,6 +126,7 @@ class S3Config(OptimConfig):
     eps: float = 1e-8
     weight_decay: float = 0.1
     nesterov: bool = True
+    foreach: Optional[bool] = None  # None: foreach lists (chunked on CPU); False: the per-tensor loop
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
 
 

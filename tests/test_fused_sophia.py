@@ -126,6 +126,37 @@ def test_foreach_matches_per_tensor_to_rounding():
     assert [float(c) for c in ca] == [float(c) for c in cb]
 
 
+@pytest.mark.parametrize("limit", [1, 400, None])
+def test_chunked_foreach_matches_per_tensor(monkeypatch, limit):
+    """CPU foreach runs in chunks of CPU_FOREACH_CHUNK elements; any chunking gives the same update."""
+    import sophia_train.optim._common as common
+    import sophia_train.optim.sophia as sophia
+
+    calls = []
+    original = sophia.SophiaG._update_foreach
+    monkeypatch.setattr(common, "CPU_FOREACH_CHUNK", limit)
+    monkeypatch.setattr(sophia.SophiaG, "_update_foreach", lambda self, g, p, *a: calls.append(len(p)) or original(self, g, p, *a))
+    p0, grads, hess, lrs = make_data(4)
+    a, opt, ca = run(p0, grads, hess, lrs)  # defaults: fused=None, foreach=None
+    b, _, cb = run(p0, grads, hess, lrs, fused=False, foreach=False)
+    assert not opt.fused and calls, "on CPU the default is the foreach path"
+    per_step = {1: [1, 1, 1, 1, 1], 400: [2, 1, 2], None: [3, 2]}[limit]  # groups: 3 + 2 tensors
+    assert calls[: len(per_step)] == per_step
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert [float(c) for c in ca] == [float(c) for c in cb]
+
+
+def test_numel_chunks_bounds_each_chunk():
+    from sophia_train.optim._common import numel_chunks
+
+    ts = [torch.empty(n) for n in (3, 4, 10, 1, 1, 2)]
+    assert numel_chunks(ts, None) == [(0, 6)]
+    assert numel_chunks(ts, 7) == [(0, 2), (2, 3), (3, 6)]
+    assert numel_chunks(ts, 1) == [(i, i + 1) for i in range(6)]
+    assert numel_chunks([], 7) == [] and numel_chunks([], None) == []
+
+
 def test_fused_keeps_params_and_grads_in_flat_buffers():
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))
     opt = SophiaG(model.parameters(), lr=1e-2, fused=True)

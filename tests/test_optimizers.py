@@ -43,12 +43,21 @@ def run_torch(opt_factory, params0, grads, lrs, hess=None, k=1, step_kwargs=None
     return [p.detach().numpy() for p in params]
 
 
+@pytest.fixture(params=["foreach, chunked", "foreach, whole lists", "per-tensor"])
+def foreach(request, monkeypatch):
+    """Each implementation of the optimizers that have several: returns their ``foreach`` argument."""
+    import sophia_train.optim._common as common
+
+    monkeypatch.setattr(common, "CPU_FOREACH_CHUNK", 7 if request.param == "foreach, chunked" else None)
+    return False if request.param == "per-tensor" else None
+
+
 def assert_all_close(got, want):
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
 
 
-def test_lion_reference():
+def test_lion_reference(foreach):
     params0, grads, _, lrs = make_problem(1)
     b1, b2 = 0.95, 0.98
     theta, m = [p.copy() for p in params0], [np.zeros_like(p) for p in params0]
@@ -57,13 +66,13 @@ def test_lion_reference():
             c = b1 * m[i] + (1 - b1) * grads[t][i]
             theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * np.sign(c)
             m[i] = b2 * m[i] + (1 - b2) * grads[t][i]
-    got = run_torch(lambda g: Lion(g, lr=lrs[0], betas=(b1, b2)), params0, grads, lrs)
+    got = run_torch(lambda g: Lion(g, lr=lrs[0], betas=(b1, b2), foreach=foreach), params0, grads, lrs)
     assert_all_close(got, theta)
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
 @pytest.mark.parametrize("p_order", [1.0, 2.0, 3.0])
-def test_s3_reference(nesterov, p_order):
+def test_s3_reference(nesterov, p_order, foreach):
     params0, grads, _, lrs = make_problem(2)
     beta, eps = 0.95, 1e-8
     theta = [p.copy() for p in params0]
@@ -80,7 +89,8 @@ def test_s3_reference(nesterov, p_order):
             else:
                 n, b = m[i], s[i] ** (1 / p_order)
             theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * n / (b + eps)  # line 8 + decoupled wd
-    got = run_torch(lambda g: SoftSignSGD(g, lr=lrs[0], beta=beta, p=p_order, eps=eps, nesterov=nesterov), params0, grads, lrs)
+    got = run_torch(lambda g: SoftSignSGD(g, lr=lrs[0], beta=beta, p=p_order, eps=eps, nesterov=nesterov, foreach=foreach),
+                    params0, grads, lrs)
     assert_all_close(got, theta)
 
 
@@ -107,7 +117,7 @@ def test_s3_theorem2_update_bounded_by_one(p_order):
 
 @pytest.mark.parametrize("second_moment", [False, True])
 @pytest.mark.parametrize("clip", [True, False])
-def test_sophia_h_reference(second_moment, clip):
+def test_sophia_h_reference(second_moment, clip, foreach):
     """Eq. (6): theta - lr clip(m / max(gamma h, eps), 1); AH+clip uses sqrt of an EMA of h_hat^2."""
     params0, grads, hess, lrs = make_problem(3)
     if not clip:  # unclipped updates need a positive, well-scaled h to stay finite
@@ -127,13 +137,14 @@ def test_sophia_h_reference(second_moment, clip):
             u = m[i] / np.maximum(gamma * pre, eps)
             theta[i] = theta[i] - lrs[t] * (np.clip(u, -1, 1) if clip else u)
     got = run_torch(
-        lambda g: SophiaH(g, lr=lrs[0], betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment),
+        lambda g: SophiaH(g, lr=lrs[0], betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment,
+                          foreach=foreach),
         params0, grads, lrs, hess=hess, k=k,
     )
     assert_all_close(got, theta)
 
 
-def test_sophia_g_without_clipping_reference():
+def test_sophia_g_without_clipping_reference(foreach):
     params0, grads, hess, lrs = make_problem(4)
     hess = [[h * h for h in row] for row in hess]
     b1, b2, rho, eps, bs, k = 0.965, 0.99, 0.05, 1e-15, 32, 2
@@ -147,7 +158,7 @@ def test_sophia_g_without_clipping_reference():
             theta[i] = theta[i] * (1 - lrs[t] * WD[i])
             m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
             theta[i] = theta[i] - lrs[t] * m[i] / (rho * bs * h[i] + eps)
-    got = run_torch(lambda g: SophiaG(g, lr=lrs[0], betas=(b1, b2), rho=rho, eps=eps, clip=False), params0, grads, lrs,
+    got = run_torch(lambda g: SophiaG(g, lr=lrs[0], betas=(b1, b2), rho=rho, eps=eps, clip=False, foreach=foreach), params0, grads, lrs,
                     hess=hess, k=k, step_kwargs={"bs": bs})
     assert_all_close(got, theta)
 

@@ -70,12 +70,13 @@ def _adahessian(model: nn.Module, cfg: AdaHessianConfig, device: torch.device) -
 
 
 def _lion(model: nn.Module, cfg: LionConfig, device: torch.device) -> torch.optim.Optimizer:
-    return Lion(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=cfg.fused)
+    return Lion(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), foreach=cfg.foreach,
+                fused=cfg.fused)
 
 
 def _s3(model: nn.Module, cfg: S3Config, device: torch.device) -> torch.optim.Optimizer:
     return SoftSignSGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, beta=cfg.beta, p=cfg.p, eps=cfg.eps,
-                       nesterov=cfg.nesterov, fused=cfg.fused)
+                       nesterov=cfg.nesterov, foreach=cfg.foreach, fused=cfg.fused)
 
 
 def _normalize(model: nn.Module, cfg: NormalizeConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -14,24 +14,28 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, lazy_state
+from ._common import evaluate_closure, foreach_chunks, lazy_state
 from .flat import FusedFlatMixin
 
 
 class Lion(FusedFlatMixin, Optimizer):
-    """Sign of an interpolated momentum, with decoupled weight decay (``fused`` as in ``SophiaG``)."""
+    """Sign of an interpolated momentum, with decoupled weight decay.
+
+    ``fused`` and ``foreach`` choose the implementation as in ``SophiaG``: Triton on CUDA, foreach
+    elsewhere, the per-tensor loop with ``foreach=False``.
+    """
 
     _flat_state = ("m",)
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.2,
-                 *, fused: bool | None = None):
+                 *, foreach: bool | None = None, fused: bool | None = None):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"Invalid betas: {betas}")
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay: {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, foreach=foreach))
         self._setup_fused(fused)
 
     @torch.no_grad()
@@ -47,14 +51,32 @@ class Lion(FusedFlatMixin, Optimizer):
                 self._count_step(fg)
             return loss
         for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                m, g = lazy_state(self.state[p], p, ("m",))["m"], p.grad
-                p.mul_(1 - lr * wd)
-                c = m.mul(beta1).add_(g, alpha=1 - beta1)
-                p.add_(c.sign_(), alpha=-lr)
-                m.mul_(beta2).add_(g, alpha=1 - beta2)
+            params = [p for p in group["params"] if p.grad is not None]
+            ms = [lazy_state(self.state[p], p, ("m",))["m"] for p in params]
+            grads = [p.grad for p in params]
+            if group.get("foreach") is False:
+                self._update_per_tensor(group, params, grads, ms)
+            else:
+                for a, b in foreach_chunks(params):
+                    self._update_foreach(group, params[a:b], grads[a:b], ms[a:b])
         return loss
+
+    def _update_foreach(self, group, params, grads, ms) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        torch._foreach_mul_(params, 1 - lr * wd)
+        c = torch._foreach_mul(ms, beta1)
+        torch._foreach_add_(c, grads, alpha=1 - beta1)
+        torch._foreach_sign_(c)
+        torch._foreach_add_(params, c, alpha=-lr)
+        torch._foreach_mul_(ms, beta2)
+        torch._foreach_add_(ms, grads, alpha=1 - beta2)
+
+    def _update_per_tensor(self, group, params, grads, ms) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        for p, g, m in zip(params, grads, ms):
+            p.mul_(1 - lr * wd)
+            c = m.mul(beta1).add_(g, alpha=1 - beta1)
+            p.add_(c.sign_(), alpha=-lr)
+            m.mul_(beta2).add_(g, alpha=1 - beta2)

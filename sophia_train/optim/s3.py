@@ -21,12 +21,16 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, lazy_state
+from ._common import evaluate_closure, foreach_chunks, lazy_state
 from .flat import FusedFlatMixin
 
 
 class SoftSignSGD(FusedFlatMixin, Optimizer):
-    """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form (``fused`` as in SophiaG)."""
+    """S3: sign-like update m / (p-th power mean of |g|), one beta, optional Nesterov form.
+
+    ``fused`` and ``foreach`` choose the implementation as in ``SophiaG``: Triton on CUDA, foreach
+    elsewhere, the per-tensor loop with ``foreach=False``.
+    """
 
     _flat_state = ("m", "s")
 
@@ -40,6 +44,7 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
         eps: float = 1e-8,
         nesterov: bool = True,
         *,
+        foreach: bool | None = None,
         fused: bool | None = None,
     ):
         if not lr >= 0.0:
@@ -50,7 +55,8 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
             raise ValueError(f"Invalid p: {p} (the paper requires p >= 1)")
         if not weight_decay >= 0.0 or not eps >= 0.0:
             raise ValueError("weight_decay and eps must be >= 0")
-        super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, eps=eps, nesterov=nesterov))
+        super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, eps=eps, nesterov=nesterov,
+                                         foreach=foreach))
         self._setup_fused(fused)
 
     @torch.no_grad()
@@ -66,20 +72,46 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
                 self._count_step(fg)
             return loss
         for group in self.param_groups:
-            lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = lazy_state(self.state[p], p, ("m", "s"))
-                m, s, g = state["m"], state["s"], p.grad
-                g_abs_p = g.abs().pow_(pw)
-                m.mul_(beta).add_(g, alpha=1 - beta)
-                s.mul_(beta).add_(g_abs_p, alpha=1 - beta)
-                if group["nesterov"]:
-                    num = m.mul(beta).add_(g, alpha=1 - beta)
-                    den = s.mul(beta).add_(g_abs_p, alpha=1 - beta).pow_(1.0 / pw)
-                else:
-                    num, den = m, s.pow(1.0 / pw)
-                p.mul_(1 - lr * wd)
-                p.addcdiv_(num, den.add_(eps), value=-lr)
+            params = [p for p in group["params"] if p.grad is not None]
+            states = [lazy_state(self.state[p], p, ("m", "s")) for p in params]
+            ms, ss, grads = [st["m"] for st in states], [st["s"] for st in states], [p.grad for p in params]
+            if group.get("foreach") is False:
+                self._update_per_tensor(group, params, grads, ms, ss)
+            else:
+                for a, b in foreach_chunks(params):
+                    self._update_foreach(group, params[a:b], grads[a:b], ms[a:b], ss[a:b])
         return loss
+
+    def _update_foreach(self, group, params, grads, ms, ss) -> None:
+        lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
+        g_abs_p = torch._foreach_abs(grads)
+        torch._foreach_pow_(g_abs_p, pw)
+        torch._foreach_mul_(ms, beta)
+        torch._foreach_add_(ms, grads, alpha=1 - beta)
+        torch._foreach_mul_(ss, beta)
+        torch._foreach_add_(ss, g_abs_p, alpha=1 - beta)
+        if group["nesterov"]:
+            num = torch._foreach_mul(ms, beta)
+            torch._foreach_add_(num, grads, alpha=1 - beta)
+            den = torch._foreach_mul(ss, beta)
+            torch._foreach_add_(den, g_abs_p, alpha=1 - beta)
+            torch._foreach_pow_(den, 1.0 / pw)
+        else:
+            num, den = ms, torch._foreach_pow(ss, 1.0 / pw)
+        torch._foreach_mul_(params, 1 - lr * wd)
+        torch._foreach_add_(den, eps)
+        torch._foreach_addcdiv_(params, num, den, value=-lr)
+
+    def _update_per_tensor(self, group, params, grads, ms, ss) -> None:
+        lr, beta, pw, wd, eps = group["lr"], group["beta"], group["p"], group["weight_decay"], group["eps"]
+        for p, g, m, s in zip(params, grads, ms, ss):
+            g_abs_p = g.abs().pow_(pw)
+            m.mul_(beta).add_(g, alpha=1 - beta)
+            s.mul_(beta).add_(g_abs_p, alpha=1 - beta)
+            if group["nesterov"]:
+                num = m.mul(beta).add_(g, alpha=1 - beta)
+                den = s.mul(beta).add_(g_abs_p, alpha=1 - beta).pow_(1.0 / pw)
+            else:
+                num, den = m, s.pow(1.0 / pw)
+            p.mul_(1 - lr * wd)
+            p.addcdiv_(num, den.add_(eps), value=-lr)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, lazy_state
+from ._common import evaluate_closure, foreach_chunks, lazy_state
 from .flat import FusedFlatMixin
 
 
@@ -40,7 +40,8 @@ class SophiaG(FusedFlatMixin, Optimizer):
     flat buffers (see ``optim/flat.py``: parameters and gradients are moved into them); ``foreach``
     uses ``torch._foreach_*`` over the tensor lists; ``foreach=False`` is the per-tensor loop of the
     official code. ``fused=None`` picks Triton when every parameter is on CUDA and triton is
-    installed; ``foreach=None`` picks foreach on CUDA and the per-tensor loop on CPU.
+    installed, and the foreach path elsewhere (``foreach=None`` means foreach; on CPU its lists are
+    cut into pieces of ``optim._common.CPU_FOREACH_CHUNK`` elements).
     """
 
     #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
@@ -154,11 +155,12 @@ class SophiaG(FusedFlatMixin, Optimizer):
                 if group["maximize"]:
                     grads = torch._foreach_neg(grads)
                 states = [self._state_for(p) for p in params]
-                # foreach=None: foreach on CUDA (multi-tensor kernels), per-tensor on CPU, where foreach
-                # only loops internally while holding every temporary alive (slower past ~30M params).
-                foreach = group["foreach"] if group["foreach"] is not None else params[0].is_cuda
-                update = self._update_foreach if foreach else self._update_per_tensor
-                counts.append(update(group, params, grads, [s["m"] for s in states], [s["h"] for s in states], bs))
+                ms, hs = [s["m"] for s in states], [s["h"] for s in states]
+                if group["foreach"] is False:
+                    counts.append(self._update_per_tensor(group, params, grads, ms, hs, bs))
+                else:
+                    for a, b in foreach_chunks(params):
+                        counts.append(self._update_foreach(group, params[a:b], grads[a:b], ms[a:b], hs[a:b], bs))
                 torch._foreach_add_([s["step"] for s in states], 1.0)
                 total += sum(p.numel() for p in params)
         if counts:
