@@ -1,9 +1,12 @@
 """Fused Sophia kernels over flat 1-D buffers (one launch per buffer, whatever the model).
 
 ``sophia_step_``: one read of p, g, m, h and one write of p, m per element —
-decoupled weight decay, m <- b1 m + (1 - b1) g, ratio = min(|m| / (scale * max(h, 0) + eps), 1),
-p <- p - lr sign(m) ratio — and the number of coordinates with ratio < 1, counted in the same pass
-(one atomic add per block). ``hessian_ema_``: h <- b2 h + (1 - b2) x (x squared for GNB gradients).
+decoupled weight decay, m <- b1 m + (1 - b1) g, ratio = min(|m| / d, 1), p <- p - lr sign(m) ratio —
+and the number of coordinates with ratio < 1, counted in the same pass (one atomic add per block).
+The denominator d is Sophia-G's official ``scale * max(h, 0) + eps`` or Sophia-H's Eq. (6)
+``max(scale * h, eps)`` (``max(scale * sqrt(h), eps)`` for the AH+clip second moment).
+``hessian_ema_``: h <- b2 h + (1 - b2) x (x squared for GNB gradients and the second moment;
+as given for Hutchinson's u ⊙ (Hu) or a precomputed GNB estimate).
 
 Math in fp32 whatever p's dtype (fp32 or bf16); m and h are fp32. lr, wd and the betas are runtime
 scalars, so a changing learning rate never recompiles. No autotuning: the block size is fixed (an
@@ -25,6 +28,8 @@ except ImportError:  # the foreach path still works
     TRITON_AVAILABLE = False
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+#: Names of the denominators ``sophia_step_`` knows, in the kernel's numbering.
+DENOMINATORS = ("official", "max", "max_sqrt")
 # Large blocks make the CPU interpreter fast (it runs a block as one numpy op); 1024 suits GPUs.
 BLOCK_SIZE = 65536 if INTERPRET else 1024
 
@@ -40,7 +45,7 @@ if TRITON_AVAILABLE:
 
     @triton.jit
     def _sophia_step_kernel(p_ptr, g_ptr, m_ptr, h_ptr, count_ptr, n_elements, lr, wd, beta1, scale, eps,
-                            CLIP: tl.constexpr, BF16: tl.constexpr, BLOCK: tl.constexpr):
+                            CLIP: tl.constexpr, DENOM: tl.constexpr, BF16: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         offs = pid * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n_elements
@@ -50,7 +55,13 @@ if TRITON_AVAILABLE:
         h = tl.load(h_ptr + offs, mask=mask, other=0.0)
         p = p * (1.0 - lr * wd)
         m = beta1 * m + (1.0 - beta1) * g
-        ratio = tl.abs(m) / (scale * tl.maximum(h, 0.0) + eps)
+        if DENOM == 0:
+            d = scale * tl.maximum(h, 0.0) + eps
+        elif DENOM == 1:
+            d = tl.maximum(scale * h, eps)
+        else:
+            d = tl.maximum(scale * tl.sqrt(h), eps)
+        ratio = tl.abs(m) / d
         if CLIP:
             ratio = tl.minimum(ratio, 1.0)
         sign = tl.where(m > 0, 1.0, tl.where(m < 0, -1.0, 0.0))
@@ -85,8 +96,14 @@ def _check(*tensors: torch.Tensor) -> int:
 
 
 def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, count: torch.Tensor, *,
-                 lr: float, wd: float, beta1: float, scale: float, eps: float, clip: bool = True) -> None:
-    """One fused Sophia update of flat buffers in place; adds the not-clipped count to ``count`` (int32[1])."""
+                 lr: float, wd: float, beta1: float, scale: float, eps: float, clip: bool = True,
+                 denominator: str = "official") -> None:
+    """One fused Sophia update of flat buffers in place; adds the not-clipped count to ``count`` (int32[1]).
+
+    ``denominator``: ``"official"`` (Sophia-G), ``"max"`` (Sophia-H) or ``"max_sqrt"`` (AH+clip), see above.
+    """
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
     n = _check(p, g, m, h)
     if m.dtype != torch.float32 or h.dtype != torch.float32:
         raise ValueError("m and h must be float32")
@@ -94,7 +111,8 @@ def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Ten
         raise ValueError(f"fused Sophia supports float32 and bfloat16 parameters, not {p.dtype}")
     grid = (triton.cdiv(n, BLOCK_SIZE),)
     _sophia_step_kernel[grid](p, g, m, h, count, n, float(lr), float(wd), float(beta1), float(scale), float(eps),
-                              CLIP=clip, BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE)
+                              CLIP=clip, DENOM=DENOMINATORS.index(denominator), BF16=p.dtype == torch.bfloat16,
+                              BLOCK=BLOCK_SIZE)
 
 
 def hessian_ema_(h: torch.Tensor, x: torch.Tensor, *, beta2: float, square: bool) -> None:

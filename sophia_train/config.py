@@ -84,7 +84,7 @@ class SophiaConfig(OptimConfig):
     hess_fraction: float = 0.5
     clip: bool = True
     second_moment: bool = False
-    fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed (form g)
+    fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
     foreach: Optional[bool] = None  # torch._foreach_* path; false: the per-tensor loop
 
 
@@ -311,7 +311,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         _require(o.rho > 0, f"optim.rho must be positive, got {o.rho}.")
         _require(o.form in ("g", "h"), f"optim.form must be g or h, got {o.form!r}.")
         _require(not o.second_moment or o.form == "h", "optim.second_moment=true needs optim.form=h.")
-        _require(not (o.fused and o.form == "h"), "optim.fused=true exists for form g (Sophia-G) only.")
     if isinstance(o, (SophiaConfig, AdaHessianConfig)):
         _require(o.estimator in ESTIMATORS, f"optim.estimator must be one of {', '.join(ESTIMATORS)}, got {o.estimator!r}.")
         _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")

@@ -178,15 +178,16 @@ def test_fused_keeps_params_and_grads_in_flat_buffers():
         assert torch.equal(opt.state[p]["h"], fresh.state[q]["h"]) and torch.equal(opt.state[p]["m"], fresh.state[q]["m"])
 
 
-def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_path):
+@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "ah_clip"])
+def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_path, optim):
     def losses(d):
         return [r["loss"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "train"]
 
     extra = ("optim.hess_interval=3", "train.max_steps=12")
-    Trainer(compose(tiny_overrides(byte_data, tmp_path / "foreach", *extra, "optim.fused=false"))).fit()
-    Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.stop_after_step=6"))).fit()
-    tr = Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.resume=true")))
-    assert tr.optimizer.fused and tr.start_step == 6
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "foreach", *extra, "optim.fused=false", optim=optim))).fit()
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.stop_after_step=6", optim=optim))).fit()
+    tr = Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.resume=true", optim=optim)))
+    assert tr.optimizer.fused and tr.start_step == 6 and tr.cfg.optim.name == optim
     tr.fit()
     a, b = losses(tmp_path / "foreach"), losses(tmp_path / "fused")
     assert len(a) == len(b) == 12
@@ -227,3 +228,52 @@ def test_fused_lion_and_s3_match_their_per_tensor_paths(name):
     fresh = cls([{"params": fresh_params[:3], "weight_decay": 0.2}, {"params": fresh_params[3:], "weight_decay": 0.0}], lr=lrs[0], fused=True, **kw)
     fresh.load_state_dict(sd)
     assert all(torch.equal(fresh.state[q]["m"], opt_f.state[p]["m"]) for p, q in zip(fused, fresh_params))
+
+
+@pytest.mark.parametrize("second_moment, clip", [(False, True), (True, True), (False, False)])
+def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
+    """Sophia-H through the same kernel: theta - lr clip(m / max(gamma h, eps), 1), signed Hutchinson-like h."""
+    from sophia_train.optim import SophiaH
+
+    p0, grads, _, lrs = make_data(5)
+    rng = np.random.default_rng(6)
+    hess = [[rng.standard_normal(s) * 0.5 + (1.0 if not clip else 0.0) for s in SHAPES] for _ in range(STEPS)]
+    b1, b2, eps, wd = 0.96, 0.99, 0.02, (0.2, 0.2, 0.2, 0.0, 0.0)  # eps large enough to tell max(gamma h, eps) from gamma h + eps
+    gamma = 0.2 if second_moment else 20.0  # a mix of clipped and unclipped coordinates
+    theta, m, h = [p.copy() for p in p0], [np.zeros_like(p) for p in p0], [np.zeros_like(p) for p in p0]
+    for t in range(STEPS):
+        for i in range(len(theta)):
+            if t % K == 0:
+                h[i] = b2 * h[i] + (1 - b2) * (hess[t][i] ** 2 if second_moment else hess[t][i])
+            theta[i] *= 1 - lrs[t] * wd[i]
+            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
+            u = m[i] / np.maximum(gamma * (np.sqrt(h[i]) if second_moment else h[i]), eps)
+            theta[i] -= lrs[t] * (np.clip(u, -1, 1) if clip else u)
+
+    def run_h(**kw):
+        params = [torch.tensor(p, dtype=torch.float32, requires_grad=True) for p in p0]
+        opt = SophiaH([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0],
+                      betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment, **kw)
+        fracs = []
+        for t in range(STEPS):
+            for g in opt.param_groups:
+                g["lr"] = lrs[t]
+            if t % K == 0:
+                opt.update_hessian({p: torch.tensor(x, dtype=torch.float32) for p, x in zip(params, hess[t])})
+            for p, g in zip(params, grads[t]):
+                p.grad = torch.tensor(g, dtype=torch.float32) if p.grad is None else p.grad.copy_(torch.tensor(g))
+            opt.step()
+            fracs.append(float(opt.last_stats["not_clipped_frac"]))
+        return params, opt, fracs
+
+    fused, opt_f, fracs_f = run_h(fused=True)
+    plain, _, fracs_p = run_h(fused=False, foreach=False)
+    assert opt_f.fused
+    for i, (a, b) in enumerate(zip(fused, plain)):
+        np.testing.assert_allclose(a.detach().numpy(), theta[i], rtol=1e-4, atol=5e-5)
+        np.testing.assert_allclose(opt_f.state[a]["h"].numpy(), h[i], rtol=2e-5, atol=1e-8)  # fp32 sums of signed terms
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    n = sum(int(np.prod(s)) for s in SHAPES)
+    assert all(abs(x - y) * n <= 2 for x, y in zip(fracs_f, fracs_p))
+    if clip:
+        assert 0.05 < fracs_f[-1] < 0.95, fracs_f  # a real mix of clipped and unclipped coordinates

@@ -62,7 +62,7 @@ def _sophia(model: nn.Module, cfg: SophiaConfig, device: torch.device) -> torch.
         return SophiaG(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip,
                        foreach=cfg.foreach, fused=cfg.fused)
     return SophiaH(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip,
-                   second_moment=cfg.second_moment, foreach=cfg.foreach)
+                   second_moment=cfg.second_moment, foreach=cfg.foreach, fused=cfg.fused)
 
 
 def _adahessian(model: nn.Module, cfg: AdaHessianConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -74,7 +74,7 @@ class FusedFlatMixin:
     _flat_state: tuple[str, ...] = ()
     _flat: list[tuple[int, FlatGroup]]
 
-    def _setup_fused(self, fused: bool | None, supported: bool = True, maximize: bool = False) -> None:
+    def _setup_fused(self, fused: bool | None, maximize: bool = False) -> None:
         from sophia_train_kernels import TRITON_AVAILABLE
         from sophia_train_kernels.sophia import INTERPRET
 
@@ -83,10 +83,9 @@ class FusedFlatMixin:
         on_cuda = bool(params) and all(p.is_cuda for p in params)
         dtypes_ok = all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
         if fused is None:
-            fused = supported and on_cuda and dtypes_ok and TRITON_AVAILABLE and not maximize
+            fused = on_cuda and dtypes_ok and TRITON_AVAILABLE and not maximize
         elif fused:
             problems = [
-                (not supported, f"{type(self).__name__} has no fused implementation; use fused=False"),
                 (not dtypes_ok, "fused=True supports float32 and bfloat16 parameters only"),
                 (not TRITON_AVAILABLE, "fused=True needs the triton package"),
                 (not (on_cuda or INTERPRET), "fused=True needs CUDA parameters (or TRITON_INTERPRET=1 for CPU testing)"),

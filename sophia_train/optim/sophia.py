@@ -46,7 +46,6 @@ class SophiaG(FusedFlatMixin, Optimizer):
 
     #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
     takes_tokens_per_step = True
-    _supports_fused = True
     _flat_state = ("m", "h")
 
     def __init__(
@@ -77,7 +76,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
                         clip=clip, foreach=foreach)
         super().__init__(params, defaults)
         self.last_stats: dict[str, torch.Tensor] = {}
-        self._setup_fused(fused, supported=self._supports_fused, maximize=maximize)
+        self._setup_fused(fused, maximize=maximize)
 
     def _state_for(self, p: torch.Tensor) -> dict:
         return lazy_state(self.state[p], p, ("m", "h"), counters=("step",))
@@ -88,6 +87,14 @@ class SophiaG(FusedFlatMixin, Optimizer):
         torch._foreach_clamp_min_(d, 0.0)
         torch._foreach_add_(d, group["eps"])
         return d
+
+    def _kernel_denominator(self, group: dict) -> str:
+        """Which denominator the fused kernel computes for this group (see ``kernels/sophia.py``)."""
+        return "official"
+
+    def _squares_estimate(self, group: dict) -> bool:
+        """Whether ``update_hessian`` folds the square of a given estimate (AH+clip's second moment)."""
+        return False
 
     def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
         """EMA of the estimate: ``h <- beta2 h + (1 - beta2) h_hat`` (Eq. 5)."""
@@ -107,12 +114,13 @@ class SophiaG(FusedFlatMixin, Optimizer):
             from sophia_train_kernels import hessian_ema_
 
             for group, fg in self.flat_groups():
-                if hessian_estimates is None:
-                    hessian_ema_(fg.state["h"], fg.grad_buf, beta2=group["betas"][1], square=True)
+                square = self._squares_estimate(group)
+                if hessian_estimates is None:  # h_hat = g ⊙ g
+                    x, square = (fg.grad_buf * fg.grad_buf, True) if square else (fg.grad_buf, True)
                 else:
                     x = torch.cat([hessian_estimates[p].reshape(-1) if p in hessian_estimates else torch.zeros(p.numel(), device=p.device)
                                    for p in fg.params]).float()
-                    hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=False)
+                hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=square)
             return
         for group in self.param_groups:
             for p in group["params"]:
@@ -140,7 +148,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
                 count = torch.zeros(1, dtype=torch.int32, device=fg.param_buf.device)
                 sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
                              wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
-                             eps=group["eps"], clip=group["clip"])
+                             eps=group["eps"], clip=group["clip"], denominator=self._kernel_denominator(group))
                 self._count_step(fg)
                 counts.append(count)
                 total += fg.param_buf.numel()
@@ -210,11 +218,10 @@ class SophiaH(SophiaG):
     ``eps`` and the step is sign momentum. ``rho`` plays the paper's ``gamma`` (no token scaling).
     ``second_moment=True`` keeps an EMA of ``h_hat ** 2`` and divides by ``max(gamma * sqrt(h), eps)``:
     AdaHessian's pre-conditioner with Sophia's clipping (the paper's "AH+clip", Sec. 3.5).
-    ``step()`` takes no ``bs``.
+    ``step()`` takes no ``bs``. ``fused`` as in ``SophiaG`` (the same kernels, with this denominator).
     """
 
     takes_tokens_per_step = False
-    _supports_fused = False
 
     def __init__(
         self,
@@ -229,10 +236,17 @@ class SophiaH(SophiaG):
         clip: bool = True,
         second_moment: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
-        super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip, foreach=foreach, fused=False)
+        super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip, foreach=foreach, fused=fused)
         for group in self.param_groups:
             group.setdefault("second_moment", second_moment)
+
+    def _kernel_denominator(self, group: dict) -> str:
+        return "max_sqrt" if group["second_moment"] else "max"
+
+    def _squares_estimate(self, group: dict) -> bool:
+        return group["second_moment"]
 
     def _denominators(self, hs: list[torch.Tensor], group: dict, bs: int) -> list[torch.Tensor]:
         """``max(gamma * h, eps)`` per tensor (``sqrt(h)`` for the AH+clip second moment)."""
