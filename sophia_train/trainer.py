@@ -33,7 +33,7 @@ from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
 from .metrics import MetricsLogger, device_peak_flops, format_duration, read_metrics
 from .model import GPT, GPTConfig
-from .optim import build_optimizer, hessian_estimator
+from .optim import build_optimizer, hessian_estimator, implementation
 from .schedule import lr_at
 
 
@@ -311,12 +311,13 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         stop = t.stop_after_step or t.max_steps
         n_params = self.raw_model.num_params()
+        impl = f" ({implementation(self.optimizer)})" if implementation(self.optimizer) else ""
         self.print(
             f"model {cfg.model.name}: {n_params / 1e6:.2f}M parameters (non-embedding rule of nanoGPT) | "
             f"{self.gpt_config.n_layer}L/{self.gpt_config.n_head}H/{self.gpt_config.n_embd}d, vocab {self.gpt_config.vocab_size}"
         )
         self.print(
-            f"optim {cfg.optim.name} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
+            f"optim {cfg.optim.name}{impl} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
             f"{self.dataset.num_tokens['train']:,} train tokens) | {self.info.world_size} process(es) x "
             f"{self.accum} micro-batches x {t.batch_size} x {self.seq_len} = {self.tokens_per_step:,} tokens/step | "
             f"device {self.device} {str(self.ptdtype).replace('torch.', '')} | out {self.out_dir}"

@@ -21,9 +21,11 @@ def run_cli(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.C
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "adamw"])
+@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "adamw", "sophia_g+fused"])
 def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path, optim):
-    extra = ["train.grad_accum=2", "train.max_steps=21", "train.eval_interval=7"]
+    """``+fused``: the Triton path (interpreted on CPU), whose .grad are views of a flat buffer DDP writes into."""
+    optim, _, fused = optim.partition("+")
+    extra = ["train.grad_accum=2", "train.max_steps=21", "train.eval_interval=7", *(["optim.fused=true"] if fused else [])]
     if optim.startswith("sophia"):
         extra += ["optim.hess_interval=4", "optim.hess_fraction=0.5"]  # refreshes at steps 0, 4, 8, 12, 16, 20
     single = run_cli(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim))
@@ -31,6 +33,8 @@ def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path,
     ddp = run_cli(tiny_overrides(byte_data, tmp_path / "two", *extra, optim=optim), nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "2 process(es) x 1 micro-batches" in ddp.stdout
+    if fused:
+        assert "(fused triton)" in single.stdout and "(fused triton)" in ddp.stdout
 
     def curves(d):
         rows = read_metrics(d / "metrics.jsonl")

@@ -277,3 +277,14 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
     assert all(abs(x - y) * n <= 2 for x, y in zip(fracs_f, fracs_p))
     if clip:
         assert 0.05 < fracs_f[-1] < 0.95, fracs_f  # a real mix of clipped and unclipped coordinates
+
+
+def test_the_implementation_in_use_is_named():
+    from sophia_train.optim import Lion, implementation
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert implementation(SophiaG(params, fused=True)) == "fused triton"
+    assert implementation(SophiaG(params)) == "foreach"  # CPU default
+    assert implementation(Lion(params, foreach=False)) == "per-tensor"
+    assert implementation(torch.optim.AdamW(params, foreach=True)) == "foreach"
+    assert implementation(torch.optim.SGD(params)) == "torch default"

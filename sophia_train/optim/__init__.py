@@ -27,6 +27,7 @@ from ..config import (
     TorchOptimConfig,
 )
 from .adahessian import AdaHessian
+from .flat import FusedFlatMixin
 from .lion import Lion
 from .muon import MuonAdamW, split_for_muon
 from .normalize import NormalizedMomentum
@@ -35,7 +36,7 @@ from .sophia import SophiaG, SophiaH
 
 __all__ = [
     "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
-    "build_optimizer", "param_groups", "hessian_estimator",
+    "build_optimizer", "param_groups", "hessian_estimator", "implementation",
 ]
 
 
@@ -128,3 +129,17 @@ def hessian_estimator(cfg: OptimConfig) -> str | None:
     """The curvature estimator the optimizer wants every ``hess_interval`` steps (None: none)."""
     est = getattr(cfg, "estimator", None)
     return None if est in (None, "none") else est
+
+
+def implementation(opt: torch.optim.Optimizer) -> str:
+    """Which code path runs ``opt.step()``: "fused triton", "fused", "foreach", "per-tensor" or "" (one path only)."""
+    if isinstance(opt, FusedFlatMixin):
+        if opt.fused:
+            return "fused triton"
+        return "per-tensor" if opt.param_groups[0].get("foreach") is False else "foreach"
+    group = opt.param_groups[0] if opt.param_groups else {}
+    if group.get("fused"):
+        return "fused"
+    if "foreach" in group:
+        return {True: "foreach", False: "per-tensor"}.get(group["foreach"], "torch default")
+    return ""
