@@ -288,3 +288,20 @@ def test_the_implementation_in_use_is_named():
     assert implementation(Lion(params, foreach=False)) == "per-tensor"
     assert implementation(torch.optim.AdamW(params, foreach=True)) == "foreach"
     assert implementation(torch.optim.SGD(params)) == "torch default"
+
+
+def test_flat_layout_is_aligned_and_its_padding_stays_zero():
+    """Offsets and lengths are multiples of ALIGN (so the GPU JIT vectorizes); padding never changes."""
+    from sophia_train.optim.flat import ALIGN
+
+    p0, grads, hess, lrs = make_data(7)
+    params, opt, counts = run(p0, grads, hess, lrs, fused=True)
+    for _, fg in opt._flat:
+        assert fg.param_buf.numel() % ALIGN == 0 and all(o % ALIGN == 0 for o, _ in fg.offsets)
+        covered = torch.zeros(fg.param_buf.numel(), dtype=torch.bool)
+        for o, n in fg.offsets:
+            covered[o : o + n] = True
+        assert int((~covered).sum()) == fg.padding > 0
+        for buf in (fg.param_buf, fg.grad_buf, *fg.state.values()):
+            assert torch.all(buf[~covered] == 0)
+    assert 0 < float(counts[-1]) < 1  # the padding is not counted as "not clipped"

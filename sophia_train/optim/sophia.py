@@ -118,8 +118,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
                 if hessian_estimates is None:  # h_hat = g ⊙ g
                     x, square = (fg.grad_buf * fg.grad_buf, True) if square else (fg.grad_buf, True)
                 else:
-                    x = torch.cat([hessian_estimates[p].reshape(-1) if p in hessian_estimates else torch.zeros(p.numel(), device=p.device)
-                                   for p in fg.params]).float()
+                    x = fg.gather(hessian_estimates)
                 hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=square)
             return
         for group in self.param_groups:
@@ -150,8 +149,8 @@ class SophiaG(FusedFlatMixin, Optimizer):
                              wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
                              eps=group["eps"], clip=group["clip"], denominator=self._kernel_denominator(group))
                 self._count_step(fg)
-                counts.append(count)
-                total += fg.param_buf.numel()
+                counts.append(count - fg.padding)  # padding: m = 0, so ratio 0 and always counted
+                total += fg.numel
         else:
             for group in self.param_groups:
                 params = [p for p in group["params"] if p.grad is not None]
