@@ -160,3 +160,36 @@ def test_sampling_from_a_trained_run(byte_data, tmp_path):
     text = generate_text(tmp_path, prompt="KING", max_new_tokens=20, seed=1)
     assert text.startswith("KING") and len(text.encode("utf-8", errors="replace")) >= 4
     assert text == generate_text(tmp_path / "ckpt.pt", prompt="KING", max_new_tokens=20, seed=1)  # seeded
+
+
+@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h"])
+def test_bf16_autocast_path_trains_like_fp32(byte_data, tmp_path, optim):
+    """train.dtype=bfloat16 (the GPU default) on CPU: GNB / Hutchinson under autocast, fp32 master weights."""
+    extra = ("optim.hess_interval=3", "train.max_steps=12", "train.eval_interval=6")
+    fp32 = Trainer(compose(tiny_overrides(byte_data, tmp_path / "fp32", *extra, optim=optim)))
+    fp32.fit()
+    bf16 = Trainer(compose(tiny_overrides(byte_data, tmp_path / "bf16", *extra, "train.dtype=bfloat16", optim=optim)))
+    assert bf16.ptdtype == torch.bfloat16
+    bf16.fit()
+    assert all(p.dtype == torch.float32 for p in bf16.raw_model.parameters())
+    hs = [s["h"] for s in bf16.optimizer.state.values()]
+    assert all(h.dtype == torch.float32 and torch.isfinite(h).all() for h in hs) and any(h.abs().sum() > 0 for h in hs)
+    a, b = train_losses(tmp_path / "fp32"), train_losses(tmp_path / "bf16")
+    assert sorted(a) == sorted(b)
+    for step in a:  # bf16 matmuls: ~3 significant digits per op
+        assert abs(a[step] - b[step]) < 0.02 * a[step], (step, a[step], b[step])
+    assert any(a[step] != b[step] for step in a), "autocast had no effect"
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_eager(byte_data, tmp_path):
+    """train.compile=true: the normal and the GNB forward run through torch.compile (inductor on CPU)."""
+    extra = ("optim.hess_interval=3", "train.max_steps=8", "train.eval_interval=4")
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "eager", *extra))).fit()
+    compiled = Trainer(compose(tiny_overrides(byte_data, tmp_path / "compiled", *extra, "train.compile=true")))
+    assert compiled.fwd_model is not compiled.raw_model
+    compiled.fit()
+    a, b = train_losses(tmp_path / "eager"), train_losses(tmp_path / "compiled")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-4 * a[step], (step, a[step], b[step])
