@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -138,6 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {time.strftime('%Y-%m-%d')} command: python bench/bench_sophia_update.py {' '.join(sys.argv[1:])}")
     print(f"# device: {name} | torch {torch.__version__} | dtype {args.dtype} | median of {args.reps}, variants interleaved")
     print("| params | implementation | ms/step | GB/s | vs official loop | vs foreach | % of copy BW |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 # Triton kernels run on CPU tensors through the interpreter; it must be chosen before triton loads.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# SOPHIA_TEST_DEVICE=cuda (tests/test_fused_sophia.py on a GPU) compiles them for real instead.
+if os.environ.get("SOPHIA_TEST_DEVICE", "cpu") == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from sophia_train.metrics import read_metrics  # noqa: E402
 from sophia_train.optim import SophiaG  # noqa: E402
 from sophia_train.trainer import Trainer  # noqa: E402
 
+# SOPHIA_TEST_DEVICE=cuda runs these tests with the compiled kernels on a GPU (default: the CPU interpreter).
+DEVICE = torch.device(os.environ.get("SOPHIA_TEST_DEVICE", "cpu"))
 # Odd sizes; one tensor crosses the interpreter's 65536-element block boundary.
 SHAPES = [(7,), (131, 3), (65537,), (5, 5, 5), (1,)]
 STEPS, K, BS = 22, 3, 96
@@ -48,7 +51,7 @@ def reference(p0, grads, hess, lrs, betas=(0.965, 0.99), rho=0.05, wd=(0.2, 0.2,
 
 
 def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, **kw):
-    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in p0]
+    params = [torch.tensor(p, dtype=dtype, device=DEVICE, requires_grad=True) for p in p0]
     opt = SophiaG([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
     counts = []
     for t in range(STEPS):
@@ -57,16 +60,16 @@ def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, **kw):
         if t % K == 0:
             if grad_convention:
                 for p, h in zip(params, hess[t]):
-                    p.grad.copy_(torch.tensor(np.sqrt(h), dtype=dtype)) if p.grad is not None else setattr(p, "grad", torch.tensor(np.sqrt(h), dtype=dtype))
+                    p.grad.copy_(torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE)) if p.grad is not None else setattr(p, "grad", torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE))
                 opt.update_hessian()
             else:
-                opt.update_hessian({p: torch.tensor(h, dtype=dtype) for p, h in zip(params, hess[t])})
+                opt.update_hessian({p: torch.tensor(h, dtype=dtype, device=DEVICE) for p, h in zip(params, hess[t])})
             opt.zero_grad()
         for p, g in zip(params, grads[t]):
             if p.grad is None:
-                p.grad = torch.tensor(g, dtype=dtype)
+                p.grad = torch.tensor(g, dtype=dtype, device=DEVICE)
             else:
-                p.grad.copy_(torch.tensor(g, dtype=dtype))
+                p.grad.copy_(torch.tensor(g, dtype=dtype, device=DEVICE))
         opt.step(bs=BS)
         counts.append(opt.last_stats["not_clipped_frac"])
     return params, opt, counts
@@ -81,9 +84,9 @@ def test_fused_kernel_matches_float64_reference_and_unfused(grad_convention):
     plain, opt_p, counts_p = run(p0, grads, hess, lrs, fused=False, foreach=False, grad_convention=grad_convention)
     assert not opt_p.fused
     for i, (a, b) in enumerate(zip(fused, plain)):
-        np.testing.assert_allclose(a.detach().numpy(), theta[i], rtol=1e-4, atol=5e-5)  # fp32 vs fp64
-        np.testing.assert_allclose(opt_f.state[a]["m"].numpy(), m_ref[i], rtol=2e-5, atol=1e-7)
-        np.testing.assert_allclose(opt_f.state[a]["h"].numpy(), h_ref[i], rtol=2e-5, atol=1e-12)
+        np.testing.assert_allclose(a.detach().cpu().numpy(), theta[i], rtol=1e-4, atol=5e-5)  # fp32 vs fp64
+        np.testing.assert_allclose(opt_f.state[a]["m"].cpu().numpy(), m_ref[i], rtol=2e-5, atol=1e-7)
+        np.testing.assert_allclose(opt_f.state[a]["h"].cpu().numpy(), h_ref[i], rtol=2e-5, atol=1e-12)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # fp32 rounding, 22 steps
     for cf, cp in zip(counts_f, counts_p):
         assert abs(float(cf) - float(cp)) * sum(int(np.prod(s)) for s in SHAPES) <= 2  # borderline ties only
@@ -93,8 +96,8 @@ def test_fused_not_clipped_count_is_exact():
     """The count the kernel returns equals the number of ratio < 1 recomputed from its own m and h."""
     p0, grads, hess, lrs = make_data(1)
     params, opt, counts = run(p0, grads, hess, lrs, fused=True)
-    m = np.concatenate([opt.state[p]["m"].numpy().ravel() for p in params])
-    h = np.concatenate([opt.state[p]["h"].numpy().ravel() for p in params])
+    m = np.concatenate([opt.state[p]["m"].cpu().numpy().ravel() for p in params])
+    h = np.concatenate([opt.state[p]["h"].cpu().numpy().ravel() for p in params])
     denom = np.float32(0.05 * BS) * np.maximum(h, np.float32(0)) + np.float32(1e-15)
     expected = int((np.abs(m) / denom < 1).sum())
     assert round(float(counts[-1]) * m.size) == expected
@@ -110,8 +113,8 @@ def test_fused_bf16_params_keep_fp32_state():
     mismatched = 0
     for i, p in enumerate(params):
         assert p.dtype == torch.bfloat16 and opt.state[p]["m"].dtype == torch.float32
-        np.testing.assert_allclose(opt.state[p]["m"].numpy(), m_ref[i], rtol=1e-4, atol=1e-6)
-        got = p.detach().double().numpy()
+        np.testing.assert_allclose(opt.state[p]["m"].cpu().numpy(), m_ref[i], rtol=1e-4, atol=1e-6)
+        got = p.detach().double().cpu().numpy()
         # one bf16 rounding per step on both sides: equal but for rare ties (1 ulp = 2^-7 relative)
         mismatched += int((np.abs(got - theta[i]) > 1e-2 * np.abs(theta[i]) + 1e-6).sum())
     assert mismatched <= 5
@@ -126,6 +129,7 @@ def test_foreach_matches_per_tensor_to_rounding():
     assert [float(c) for c in ca] == [float(c) for c in cb]
 
 
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the chunking and the foreach default are the CPU's")
 @pytest.mark.parametrize("limit", [1, 400, None])
 def test_chunked_foreach_matches_per_tensor(monkeypatch, limit):
     """CPU foreach runs in chunks of CPU_FOREACH_CHUNK elements; any chunking gives the same update."""
@@ -158,12 +162,12 @@ def test_numel_chunks_bounds_each_chunk():
 
 
 def test_fused_keeps_params_and_grads_in_flat_buffers():
-    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3)).to(DEVICE)
     opt = SophiaG(model.parameters(), lr=1e-2, fused=True)
     (_, fg), = opt._flat
     lo, hi = fg.param_buf.data_ptr(), fg.param_buf.data_ptr() + fg.param_buf.numel() * 4
     for _ in range(2):
-        model(torch.randn(4, 5)).pow(2).sum().backward()
+        model(torch.randn(4, 5, device=DEVICE)).pow(2).sum().backward()
         for p in model.parameters():
             assert lo <= p.data_ptr() < hi and p.grad.data_ptr() - fg.grad_buf.data_ptr() == p.data_ptr() - lo
         assert fg.grad_buf.abs().sum() > 0
@@ -183,7 +187,7 @@ def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_pa
     def losses(d):
         return [r["loss"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "train"]
 
-    extra = ("optim.hess_interval=3", "train.max_steps=12")
+    extra = ("optim.hess_interval=3", "train.max_steps=12", f"train.device={DEVICE.type}", "train.dtype=float32")
     Trainer(compose(tiny_overrides(byte_data, tmp_path / "foreach", *extra, "optim.fused=false", optim=optim))).fit()
     Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.stop_after_step=6", optim=optim))).fit()
     tr = Trainer(compose(tiny_overrides(byte_data, tmp_path / "fused", *extra, "optim.fused=true", "train.resume=true", optim=optim)))
@@ -195,16 +199,16 @@ def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_pa
 
 
 def run_simple(opt_cls, p0, grads, lrs, dtype=torch.float32, **kw):
-    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in p0]
+    params = [torch.tensor(p, dtype=dtype, device=DEVICE, requires_grad=True) for p in p0]
     opt = opt_cls([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
     for t in range(STEPS):
         for g in opt.param_groups:
             g["lr"] = lrs[t]
         for p, g in zip(params, grads[t]):
             if p.grad is None:
-                p.grad = torch.tensor(g, dtype=dtype)
+                p.grad = torch.tensor(g, dtype=dtype, device=DEVICE)
             else:
-                p.grad.copy_(torch.tensor(g, dtype=dtype))
+                p.grad.copy_(torch.tensor(g, dtype=dtype, device=DEVICE))
         opt.step()
     return params, opt
 
@@ -251,7 +255,7 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
             theta[i] -= lrs[t] * (np.clip(u, -1, 1) if clip else u)
 
     def run_h(**kw):
-        params = [torch.tensor(p, dtype=torch.float32, requires_grad=True) for p in p0]
+        params = [torch.tensor(p, dtype=torch.float32, device=DEVICE, requires_grad=True) for p in p0]
         opt = SophiaH([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0],
                       betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment, **kw)
         fracs = []
@@ -259,9 +263,9 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
             for g in opt.param_groups:
                 g["lr"] = lrs[t]
             if t % K == 0:
-                opt.update_hessian({p: torch.tensor(x, dtype=torch.float32) for p, x in zip(params, hess[t])})
+                opt.update_hessian({p: torch.tensor(x, dtype=torch.float32, device=DEVICE) for p, x in zip(params, hess[t])})
             for p, g in zip(params, grads[t]):
-                p.grad = torch.tensor(g, dtype=torch.float32) if p.grad is None else p.grad.copy_(torch.tensor(g))
+                p.grad = torch.tensor(g, dtype=torch.float32, device=DEVICE) if p.grad is None else p.grad.copy_(torch.tensor(g))
             opt.step()
             fracs.append(float(opt.last_stats["not_clipped_frac"]))
         return params, opt, fracs
@@ -270,8 +274,8 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
     plain, _, fracs_p = run_h(fused=False, foreach=False)
     assert opt_f.fused
     for i, (a, b) in enumerate(zip(fused, plain)):
-        np.testing.assert_allclose(a.detach().numpy(), theta[i], rtol=1e-4, atol=5e-5)
-        np.testing.assert_allclose(opt_f.state[a]["h"].numpy(), h[i], rtol=2e-5, atol=1e-8)  # fp32 sums of signed terms
+        np.testing.assert_allclose(a.detach().cpu().numpy(), theta[i], rtol=1e-4, atol=5e-5)
+        np.testing.assert_allclose(opt_f.state[a]["h"].cpu().numpy(), h[i], rtol=2e-5, atol=1e-8)  # fp32 sums of signed terms
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     n = sum(int(np.prod(s)) for s in SHAPES)
     assert all(abs(x - y) * n <= 2 for x, y in zip(fracs_f, fracs_p))
@@ -282,9 +286,9 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
 def test_the_implementation_in_use_is_named():
     from sophia_train.optim import Lion, implementation
 
-    params = [torch.nn.Parameter(torch.zeros(3))]
+    params = [torch.nn.Parameter(torch.zeros(3, device=DEVICE))]
     assert implementation(SophiaG(params, fused=True)) == "fused triton"
-    assert implementation(SophiaG(params)) == "foreach"  # CPU default
+    assert implementation(SophiaG(params)) == ("foreach" if DEVICE.type == "cpu" else "fused triton")
     assert implementation(Lion(params, foreach=False)) == "per-tensor"
     assert implementation(torch.optim.AdamW(params, foreach=True)) == "foreach"
     assert implementation(torch.optim.SGD(params)) == "torch default"
@@ -298,7 +302,7 @@ def test_flat_layout_is_aligned_and_its_padding_stays_zero():
     params, opt, counts = run(p0, grads, hess, lrs, fused=True)
     for _, fg in opt._flat:
         assert fg.param_buf.numel() % ALIGN == 0 and all(o % ALIGN == 0 for o, _ in fg.offsets)
-        covered = torch.zeros(fg.param_buf.numel(), dtype=torch.bool)
+        covered = torch.zeros(fg.param_buf.numel(), dtype=torch.bool, device=DEVICE)
         for o, n in fg.offsets:
             covered[o : o + n] = True
         assert int((~covered).sum()) == fg.padding > 0
