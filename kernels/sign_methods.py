@@ -1,7 +1,9 @@
 """Fused Lion and S3 steps over flat 1-D buffers (same layout and conventions as ``sophia.py``).
 
 Lion: one read of p, g, m and one write of p, m per element. S3: one read of p, g, m, s and one write
-of p, m, s. Math in fp32, m and s fp32, bf16 parameters rounded to nearest-even on store.
+of p, m, s. Math in fp32, m and s fp32, bf16 parameters rounded to nearest-even on store. S3's
+division is IEEE-rounded; |g|^p and its p-th root go through exp/log, which GPUs approximate
+(ex2/lg2.approx: about 1e-6 relative error, far below what the update's lr scale can see).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TRITON_AVAILABLE:
         tl.store(m_ptr + offs, beta2 * m + (1.0 - beta2) * g, mask=mask)
 
     @triton.jit
-    def _s3_kernel(p_ptr, g_ptr, m_ptr, s_ptr, n_elements, lr, wd, beta, power, eps,
+    def _s3_kernel(p_ptr, g_ptr, m_ptr, s_ptr, n_elements, lr, wd, beta, power, inv_power, eps,
                    NESTEROV: tl.constexpr, BF16: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n_elements
@@ -49,8 +51,8 @@ if TRITON_AVAILABLE:
         else:
             num = m
             base = s
-        den = tl.where(base > 0, tl.exp(tl.log(tl.maximum(base, 1e-38)) / power), 0.0)
-        p = p * (1.0 - lr * wd) - lr * num / (den + eps)
+        den = tl.where(base > 0, tl.exp(tl.log(tl.maximum(base, 1e-38)) * inv_power), 0.0)
+        p = p * (1.0 - lr * wd) - lr * tl.div_rn(num, den + eps)
         if BF16:
             p = _round_to_bf16(p)
         tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=mask)
@@ -69,5 +71,6 @@ def s3_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, s: torch.Tensor,
              power: float, eps: float, nesterov: bool) -> None:
     """One fused S3 update of flat buffers in place."""
     n = _check(p, g, m, s)
-    _s3_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, s, n, float(lr), float(wd), float(beta), float(power), float(eps),
+    _s3_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, s, n, float(lr), float(wd), float(beta), float(power),
+                                              1.0 / float(power), float(eps),
                                               NESTEROV=nesterov, BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE)

@@ -8,7 +8,9 @@ The denominator d is Sophia-G's official ``scale * max(h, 0) + eps`` or Sophia-H
 ``hessian_ema_``: h <- b2 h + (1 - b2) x (x squared for GNB gradients and the second moment;
 as given for Hutchinson's u ⊙ (Hu) or a precomputed GNB estimate).
 
-Math in fp32 whatever p's dtype (fp32 or bf16); m and h are fp32. lr, wd and the betas are runtime
+Math in fp32 whatever p's dtype (fp32 or bf16); m and h are fp32. Division and square root are
+IEEE round-to-nearest (``div_rn``, ``sqrt_rn``): Triton's defaults on NVIDIA GPUs are approximate
+(``div.full``, ``sqrt.approx.ftz``), and the kernel is memory-bound, so exact rounding costs no time. lr, wd and the betas are runtime
 scalars, so a changing learning rate never recompiles. No autotuning: the block size is fixed (an
 autotuned in-place kernel would corrupt p and m while it times candidates unless it restored them).
 """
@@ -60,8 +62,8 @@ if TRITON_AVAILABLE:
         elif DENOM == 1:
             d = tl.maximum(scale * h, eps)
         else:
-            d = tl.maximum(scale * tl.sqrt(h), eps)
-        ratio = tl.abs(m) / d
+            d = tl.maximum(scale * tl.sqrt_rn(h), eps)
+        ratio = tl.div_rn(tl.abs(m), d)  # IEEE division, as torch's; the default is approximate on GPUs
         if CLIP:
             ratio = tl.minimum(ratio, 1.0)
         sign = tl.where(m > 0, 1.0, tl.where(m < 0, -1.0, 0.0))

@@ -7,6 +7,7 @@ and stores are counted and turned into bytes per element, then compared with the
 (every buffer read once, every updated buffer written once: Sophia-G fp32 reads p, g, m, h and
 writes p, m, 16 + 8 bytes). It also reports the vector width: with the flat buffers' 16-divisible
 lengths the JIT emits 128-bit accesses; an odd length (the ``n%16!=0`` rows) gives scalar ones.
+Last, it lists approximate floating-point instructions (Sophia's kernels use IEEE ``div.rn``/``sqrt.rn``).
 
     python scripts/compile_kernels.py                  # sm_80 and sm_90, markdown table
     python scripts/compile_kernels.py --arch 90 --check   # exit 1 if any kernel is not single-pass
@@ -66,7 +67,7 @@ def variants(block: int) -> list[Variant]:
         out.append(Variant("lion", f"{pd} params", sig, {"BF16": pd == "bf16", "BLOCK": block}, (pd, pd, "fp32"), (pd, "fp32")))
         for nesterov in (True, False):
             sig = {"p_ptr": f"*{pd}", "g_ptr": f"*{pd}", "m_ptr": "*fp32", "s_ptr": "*fp32", "n_elements": "i32", "lr": "fp32",
-                   "wd": "fp32", "beta": "fp32", "power": "fp32", "eps": "fp32"}
+                   "wd": "fp32", "beta": "fp32", "power": "fp32", "inv_power": "fp32", "eps": "fp32"}
             out.append(Variant("s3", f"{pd} params, {'nesterov' if nesterov else 'plain'}", sig,
                                {"NESTEROV": nesterov, "BF16": pd == "bf16", "BLOCK": block},
                                (pd, pd, "fp32", "fp32"), (pd, "fp32", "fp32")))
@@ -81,6 +82,12 @@ def kernel_functions() -> dict:
 
 
 ACCESS = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)*)")
+APPROX = re.compile(r"\b((?:div\.full|div\.approx|sqrt\.approx|rcp\.approx|rsqrt\.approx|ex2\.approx|lg2\.approx)[\w.]*)")
+
+
+def approximate_ops(ptx: str) -> list[str]:
+    """The PTX's approximate floating-point instructions (IEEE-rounded ones are ``.rn``)."""
+    return sorted(set(APPROX.findall(ptx)))
 
 
 def global_traffic(ptx: str, threads: int, block: int) -> dict[str, float]:
@@ -127,7 +134,7 @@ def analyse(arches: list[int]) -> list[dict]:
             rows.append({"arch": arch, "kernel": v.kernel, "variant": v.label + ("" if n_div else ", n%16!=0"),
                          "read": traffic["read"], "write": traffic["write"], "ideal_read": ideal_r, "ideal_write": ideal_w,
                          "widths": traffic["widths"], "single_pass": (traffic["read"], traffic["write"]) == (ideal_r, ideal_w),
-                         "n_divisible": n_div, "cubin_bytes": len(k.asm["cubin"])})
+                         "n_divisible": n_div, "approx": approximate_ops(k.asm["ptx"])})
     return rows
 
 
@@ -147,11 +154,12 @@ def main() -> int:
         warnings.simplefilter("ignore")
         rows = analyse(args.arch)
     print(f"# triton {triton.__version__}; bytes per element from the PTX's global loads/stores vs the single-pass ideal")
-    print("| arch | kernel | variant | read B/elem | write B/elem | ideal (read + write) | access widths | single pass |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| arch | kernel | variant | read B/elem | write B/elem | ideal (read + write) | access widths | single pass | approximate ops |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| sm_{r['arch']} | {r['kernel']} | {r['variant']} | {r['read']:g} | {r['write']:g} | "
-              f"{r['ideal_read']} + {r['ideal_write']} | {'/'.join(map(str, r['widths']))}-bit | {'yes' if r['single_pass'] else 'NO'} |")
+              f"{r['ideal_read']} + {r['ideal_write']} | {'/'.join(map(str, r['widths']))}-bit | {'yes' if r['single_pass'] else 'NO'} | "
+              f"{', '.join(r['approx']) or 'none'} |")
     bad = [r for r in rows if r["n_divisible"] and (not r["single_pass"] or r["widths"] != [128])]
     if args.check and bad:
         print(f"error: {len(bad)} kernel(s) are not single-pass with 128-bit accesses", file=sys.stderr)

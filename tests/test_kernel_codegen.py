@@ -30,8 +30,11 @@ def test_traffic_is_read_off_the_ptx():
         @%p2 st.global.v2.b32 [ %rd3 + 0 ], { %r5, %r6 };
         @%p3 atom.global.gpu.acq_rel.add.u32 %r7, [ %rd4 + 0 ], %r8;
     """
-    t = load_script().global_traffic(ptx, threads=128, block=256)  # 2 elements per thread
+    script = load_script()
+    t = script.global_traffic(ptx, threads=128, block=256)  # 2 elements per thread
     assert t["read"] == (16 + 2) / 2 and t["write"] == 8 / 2 and t["widths"] == [16, 64, 128]
+    assert script.approximate_ops("div.full.f32 %r1, %r2, %r3;\n div.rn.f32 %r4, %r2, %r3;\n sqrt.approx.ftz.f32 %r5, %r1;") == [
+        "div.full.f32", "sqrt.approx.ftz.f32"]
 
 
 def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_accesses():
@@ -45,8 +48,11 @@ def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_access
     assert len(rows) == 2 * (n_variants + 1)
     kernels = {r[1] for r in rows}
     assert kernels == {"sophia_step", "hessian_ema", "lion", "s3"}
-    for arch, kernel, variant, read, write, ideal, widths, single in rows:
+    for arch, kernel, variant, read, write, ideal, widths, single, approx in rows:
         assert single == "yes", (arch, kernel, variant)
+        # IEEE division and square root everywhere; only S3's |g|^p and its root go through exp2/log2
+        allowed = {"ex2.approx.f32", "lg2.approx.f32", "none"} if kernel == "s3" else {"none"}
+        assert set(approx.split(", ")) <= allowed, (arch, kernel, variant, approx)
         assert float(read) + float(write) == sum(int(x) for x in ideal.split("+"))
         # the padded flat buffers give 128-bit accesses; an odd length would give scalar ones
         assert widths == ("32-bit" if "n%16!=0" in variant else "128-bit"), (arch, kernel, variant, widths)
