@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .sophia import BLOCK_SIZE, TRITON_AVAILABLE, _check
+from .sophia import BLOCK_SIZE, LAUNCH_OPTIONS, TRITON_AVAILABLE, _check
 
 if TRITON_AVAILABLE:
     import triton
@@ -64,7 +64,7 @@ def lion_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, *, lr: float, 
     """One fused Lion update of flat buffers in place."""
     n = _check(p, g, m)
     _lion_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, n, float(lr), float(wd), float(beta1), float(beta2),
-                                                BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE)
+                                                BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
 
 
 def s3_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, s: torch.Tensor, *, lr: float, wd: float, beta: float,
@@ -73,4 +73,4 @@ def s3_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, s: torch.Tensor,
     n = _check(p, g, m, s)
     _s3_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, s, n, float(lr), float(wd), float(beta), float(power),
                                               1.0 / float(power), float(eps),
-                                              NESTEROV=nesterov, BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE)
+                                              NESTEROV=nesterov, BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)

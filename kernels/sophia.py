@@ -32,6 +32,9 @@ except ImportError:  # the foreach path still works
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 #: Names of the denominators ``sophia_step_`` knows, in the kernel's numbering.
 DENOMINATORS = ("official", "max", "max_sqrt")
+#: Compile options of every launch. FMA contraction is chosen explicitly: triton 3.9 enables it by
+#: default with a warning, and 3.10 turns the default off; pinning it keeps results across versions.
+LAUNCH_OPTIONS = {"enable_fp_fusion": True}
 # Large blocks make the CPU interpreter fast (it runs a block as one numpy op); 1024 suits GPUs.
 BLOCK_SIZE = 65536 if INTERPRET else 1024
 
@@ -114,11 +117,11 @@ def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Ten
     grid = (triton.cdiv(n, BLOCK_SIZE),)
     _sophia_step_kernel[grid](p, g, m, h, count, n, float(lr), float(wd), float(beta1), float(scale), float(eps),
                               CLIP=clip, DENOM=DENOMINATORS.index(denominator), BF16=p.dtype == torch.bfloat16,
-                              BLOCK=BLOCK_SIZE)
+                              BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
 
 
 def hessian_ema_(h: torch.Tensor, x: torch.Tensor, *, beta2: float, square: bool) -> None:
     """``h <- beta2 h + (1 - beta2) x`` (``x * x`` when ``square``) over flat buffers, in place."""
     n = _check(h, x)
     grid = (triton.cdiv(n, BLOCK_SIZE),)
-    _hessian_ema_kernel[grid](h, x, n, float(beta2), SQUARE=square, BLOCK=BLOCK_SIZE)
+    _hessian_ema_kernel[grid](h, x, n, float(beta2), SQUARE=square, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)

@@ -115,7 +115,9 @@ def compile_variant(fn, v: Variant, arch: int, n_divisible: bool):
         attrs[(names.index("n_elements"),)] = [["tt.divisibility", 16]]
     signature = dict(v.signature, **{k: "constexpr" for k in v.constexprs})
     src = ASTSource(fn=fn, signature=signature, constexprs=v.constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32))
+    from sophia_train_kernels.sophia import LAUNCH_OPTIONS
+
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(LAUNCH_OPTIONS))
 
 
 def analyse(arches: list[int]) -> list[dict]:
@@ -144,7 +146,6 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 unless every kernel is single-pass with 128-bit accesses only")
     args = ap.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # compile for real (the kernels module reads it at import)
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns unless the default is chosen
     try:
         import triton
     except ImportError:
