@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .sophia import BLOCK_SIZE, LAUNCH_OPTIONS, TRITON_AVAILABLE, _check
+from .sophia import TRITON_AVAILABLE, launch
 
 if TRITON_AVAILABLE:
     import triton
@@ -62,15 +62,11 @@ if TRITON_AVAILABLE:
 
 def lion_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, *, lr: float, wd: float, beta1: float, beta2: float) -> None:
     """One fused Lion update of flat buffers in place."""
-    n = _check(p, g, m)
-    _lion_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, n, float(lr), float(wd), float(beta1), float(beta2),
-                                                BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
+    launch(_lion_kernel, (p, g, m), (), (float(lr), float(wd), float(beta1), float(beta2)), BF16=p.dtype == torch.bfloat16)
 
 
 def s3_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, s: torch.Tensor, *, lr: float, wd: float, beta: float,
              power: float, eps: float, nesterov: bool) -> None:
     """One fused S3 update of flat buffers in place."""
-    n = _check(p, g, m, s)
-    _s3_kernel[(triton.cdiv(n, BLOCK_SIZE),)](p, g, m, s, n, float(lr), float(wd), float(beta), float(power),
-                                              1.0 / float(power), float(eps),
-                                              NESTEROV=nesterov, BF16=p.dtype == torch.bfloat16, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
+    launch(_s3_kernel, (p, g, m, s), (), (float(lr), float(wd), float(beta), float(power), 1.0 / float(power), float(eps)),
+           NESTEROV=nesterov, BF16=p.dtype == torch.bfloat16)

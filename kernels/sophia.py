@@ -35,6 +35,9 @@ DENOMINATORS = ("official", "max", "max_sqrt")
 #: Compile options of every launch. FMA contraction is chosen explicitly: triton 3.9 enables it by
 #: default with a warning, and 3.10 turns the default off; pinning it keeps results across versions.
 LAUNCH_OPTIONS = {"enable_fp_fusion": True}
+#: Elements per launch at most: offsets are 32-bit inside the kernels, so longer buffers (a >2B-parameter
+#: group) are processed in slices of this size (a multiple of every block size and of 16).
+MAX_LAUNCH_ELEMENTS = 1 << 30
 # Large blocks make the CPU interpreter fast (it runs a block as one numpy op); 1024 suits GPUs.
 BLOCK_SIZE = 65536 if INTERPRET else 1024
 
@@ -100,6 +103,15 @@ def _check(*tensors: torch.Tensor) -> int:
     return n
 
 
+def launch(kernel, buffers: tuple[torch.Tensor, ...], pointers: tuple, scalars: tuple, **constexprs) -> None:
+    """Run ``kernel(*buffers, *pointers, n, *scalars)`` over the flat ``buffers`` in slices of ``MAX_LAUNCH_ELEMENTS``."""
+    n = _check(*buffers)
+    for start in range(0, n, MAX_LAUNCH_ELEMENTS):
+        size = min(MAX_LAUNCH_ELEMENTS, n - start)
+        kernel[(triton.cdiv(size, BLOCK_SIZE),)](*(b[start : start + size] for b in buffers), *pointers, size, *scalars,
+                                                 BLOCK=BLOCK_SIZE, **constexprs, **LAUNCH_OPTIONS)
+
+
 def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, count: torch.Tensor, *,
                  lr: float, wd: float, beta1: float, scale: float, eps: float, clip: bool = True,
                  denominator: str = "official") -> None:
@@ -109,19 +121,15 @@ def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Ten
     """
     if denominator not in DENOMINATORS:
         raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
-    n = _check(p, g, m, h)
+    _check(p, g, m, h)
     if m.dtype != torch.float32 or h.dtype != torch.float32:
         raise ValueError("m and h must be float32")
     if p.dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"fused Sophia supports float32 and bfloat16 parameters, not {p.dtype}")
-    grid = (triton.cdiv(n, BLOCK_SIZE),)
-    _sophia_step_kernel[grid](p, g, m, h, count, n, float(lr), float(wd), float(beta1), float(scale), float(eps),
-                              CLIP=clip, DENOM=DENOMINATORS.index(denominator), BF16=p.dtype == torch.bfloat16,
-                              BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
+    launch(_sophia_step_kernel, (p, g, m, h), (count,), (float(lr), float(wd), float(beta1), float(scale), float(eps)),
+           CLIP=clip, DENOM=DENOMINATORS.index(denominator), BF16=p.dtype == torch.bfloat16)
 
 
 def hessian_ema_(h: torch.Tensor, x: torch.Tensor, *, beta2: float, square: bool) -> None:
     """``h <- beta2 h + (1 - beta2) x`` (``x * x`` when ``square``) over flat buffers, in place."""
-    n = _check(h, x)
-    grid = (triton.cdiv(n, BLOCK_SIZE),)
-    _hessian_ema_kernel[grid](h, x, n, float(beta2), SQUARE=square, BLOCK=BLOCK_SIZE, **LAUNCH_OPTIONS)
+    launch(_hessian_ema_kernel, (h, x), (), (float(beta2),), SQUARE=square)

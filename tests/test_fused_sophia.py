@@ -309,3 +309,35 @@ def test_flat_layout_is_aligned_and_its_padding_stays_zero():
         for buf in (fg.param_buf, fg.grad_buf, *fg.state.values()):
             assert torch.all(buf[~covered] == 0)
     assert 0 < float(counts[-1]) < 1  # the padding is not counted as "not clipped"
+
+
+@pytest.mark.parametrize("name", ["sophia_g", "lion", "s3"])
+def test_buffers_longer_than_one_launch_are_sliced_exactly(monkeypatch, name):
+    """Kernels index with 32-bit offsets; a buffer past MAX_LAUNCH_ELEMENTS runs as several launches."""
+    import sophia_train_kernels.sign_methods as sign_kernels
+    import sophia_train_kernels.sophia as kernels
+    from sophia_train.optim import Lion, SoftSignSGD
+
+    cls = {"sophia_g": SophiaG, "lion": Lion, "s3": SoftSignSGD}[name]
+    p0, grads, hess, lrs = make_data(8)
+
+    def go():
+        if cls is SophiaG:
+            params, opt, counts = run(p0, grads, hess, lrs, fused=True)
+        else:
+            (params, opt), counts = run_simple(cls, p0, grads, lrs, fused=True), []
+        return params, opt, counts
+
+    whole, opt_w, counts_w = go()
+    monkeypatch.setattr(kernels, "MAX_LAUNCH_ELEMENTS", 65536)  # group 0 (66,048 padded elements) -> 2 launches
+    launches = []
+    original = kernels.launch
+    for module in (kernels, sign_kernels):
+        monkeypatch.setattr(module, "launch", lambda k, bufs, *a, **kw: launches.append(bufs[0].numel()) or original(k, bufs, *a, **kw))
+    sliced, opt_s, counts_s = go()
+    assert launches and max(launches) > 65536
+    for a, b in zip(whole, sliced):
+        assert torch.equal(a, b)
+        for key in opt_w.state[a]:
+            assert torch.equal(opt_w.state[a][key], opt_s.state[b][key])
+    assert [float(c) for c in counts_w] == [float(c) for c in counts_s]
