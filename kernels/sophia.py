@@ -79,7 +79,7 @@ if TRITON_AVAILABLE:
         tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=mask)
         tl.store(m_ptr + offs, m, mask=mask)
         not_clipped = tl.sum(tl.where(mask & (ratio < 1.0), 1, 0), axis=0)
-        tl.atomic_add(count_ptr, not_clipped)
+        tl.atomic_add(count_ptr, not_clipped.to(tl.int64))  # int64: a launch counts < 2^30, a model may count more
 
     @triton.jit
     def _hessian_ema_kernel(h_ptr, x_ptr, n_elements, beta2, SQUARE: tl.constexpr, BLOCK: tl.constexpr):
@@ -115,7 +115,7 @@ def launch(kernel, buffers: tuple[torch.Tensor, ...], pointers: tuple, scalars: 
 def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, count: torch.Tensor, *,
                  lr: float, wd: float, beta1: float, scale: float, eps: float, clip: bool = True,
                  denominator: str = "official") -> None:
-    """One fused Sophia update of flat buffers in place; adds the not-clipped count to ``count`` (int32[1]).
+    """One fused Sophia update of flat buffers in place; adds the not-clipped count to ``count`` (int64[1]).
 
     ``denominator``: ``"official"`` (Sophia-G), ``"max"`` (Sophia-H) or ``"max_sqrt"`` (AH+clip), see above.
     """
@@ -126,6 +126,8 @@ def sophia_step_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Ten
         raise ValueError("m and h must be float32")
     if p.dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"fused Sophia supports float32 and bfloat16 parameters, not {p.dtype}")
+    if count.dtype != torch.int64 or count.numel() != 1:
+        raise ValueError("count must be a one-element int64 tensor")
     launch(_sophia_step_kernel, (p, g, m, h), (count,), (float(lr), float(wd), float(beta1), float(scale), float(eps)),
            CLIP=clip, DENOM=DENOMINATORS.index(denominator), BF16=p.dtype == torch.bfloat16)
 

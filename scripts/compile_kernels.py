@@ -53,7 +53,7 @@ def variants(block: int) -> list[Variant]:
     for pd in ("fp32", "bf16"):
         for denom, name in enumerate(("official", "max", "max_sqrt")):
             for clip in (True, False) if denom == 0 and pd == "fp32" else (True,):
-                sig = {"p_ptr": f"*{pd}", "g_ptr": f"*{pd}", "m_ptr": "*fp32", "h_ptr": "*fp32", "count_ptr": "*i32",
+                sig = {"p_ptr": f"*{pd}", "g_ptr": f"*{pd}", "m_ptr": "*fp32", "h_ptr": "*fp32", "count_ptr": "*i64",
                        "n_elements": "i32", "lr": "fp32", "wd": "fp32", "beta1": "fp32", "scale": "fp32", "eps": "fp32"}
                 consts = {"CLIP": clip, "DENOM": denom, "BF16": pd == "bf16", "BLOCK": block}
                 out.append(Variant("sophia_step", f"{pd} params, {name}{'' if clip else ', no clip'}", sig, consts,

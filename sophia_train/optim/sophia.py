@@ -144,7 +144,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
             from sophia_train_kernels import sophia_step_
 
             for group, fg in self.flat_groups():
-                count = torch.zeros(1, dtype=torch.int32, device=fg.param_buf.device)
+                count = torch.zeros(1, dtype=torch.int64, device=fg.param_buf.device)
                 sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
                              wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
                              eps=group["eps"], clip=group["clip"], denominator=self._kernel_denominator(group))
