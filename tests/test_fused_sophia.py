@@ -341,3 +341,25 @@ def test_buffers_longer_than_one_launch_are_sliced_exactly(monkeypatch, name):
         for key in opt_w.state[a]:
             assert torch.equal(opt_w.state[a][key], opt_s.state[b][key])
     assert [float(c) for c in counts_w] == [float(c) for c in counts_s]
+
+
+@pytest.mark.parametrize("direction", ["fused->foreach", "foreach->fused"])
+def test_optimizer_state_moves_between_fused_and_unfused(direction):
+    """A checkpoint of one path resumes on the other (a GPU run continued on CPU, or the reverse)."""
+    p0, grads, hess, lrs = make_data(9)
+    first_fused = direction.startswith("fused")
+    a, opt_a, _ = run(p0, grads, hess, lrs, fused=first_fused)
+    b_params = [x.detach().clone().requires_grad_(True) for x in a]
+    opt_b = SophiaG([{"params": b_params[:3], "weight_decay": 0.2}, {"params": b_params[3:], "weight_decay": 0.0}],
+                    lr=lrs[0], fused=not first_fused)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    assert opt_b.fused is (not first_fused)
+    for x, y in zip(a, b_params):
+        for key in ("m", "h", "step"):
+            torch.testing.assert_close(opt_b.state[y][key], opt_a.state[x][key], rtol=0, atol=0)
+    for opt, params in ((opt_a, a), (opt_b, b_params)):  # one more identical step on both
+        for p, g in zip(params, grads[0]):
+            p.grad = torch.tensor(g, dtype=torch.float32, device=DEVICE) if p.grad is None else p.grad.copy_(torch.tensor(g))
+        opt.step(bs=BS)
+    for x, y in zip(a, b_params):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
