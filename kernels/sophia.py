@@ -9,9 +9,10 @@ The denominator d is Sophia-G's official ``scale * max(h, 0) + eps`` or Sophia-H
 as given for Hutchinson's u ⊙ (Hu) or a precomputed GNB estimate).
 
 Math in fp32 whatever p's dtype (fp32 or bf16); m and h are fp32. Division and square root are
-IEEE round-to-nearest (``div_rn``, ``sqrt_rn``): Triton's defaults on NVIDIA GPUs are approximate
-(``div.full``, ``sqrt.approx.ftz``), and the kernel is memory-bound, so exact rounding costs no time. lr, wd and the betas are runtime
-scalars, so a changing learning rate never recompiles. No autotuning: the block size is fixed (an
+IEEE round-to-nearest (``div_rn``, ``sqrt_rn``), as in torch: Triton's defaults on NVIDIA GPUs are
+approximate (``div.full``, ``sqrt.approx.ftz``); exact rounding costs instructions, not memory
+traffic, which bounds this kernel. lr, wd and the betas are runtime scalars, so a changing learning
+rate never recompiles. No autotuning: the block size is fixed (an
 autotuned in-place kernel would corrupt p and m while it times candidates unless it restored them).
 """
 
