@@ -139,7 +139,7 @@ def test_chunked_foreach_matches_per_tensor(monkeypatch, limit):
     calls = []
     original = sophia.SophiaG._update_foreach
     monkeypatch.setattr(common, "CPU_FOREACH_CHUNK", limit)
-    monkeypatch.setattr(sophia.SophiaG, "_update_foreach", lambda self, g, p, *a: calls.append(len(p)) or original(self, g, p, *a))
+    monkeypatch.setattr(sophia.SophiaG, "_update_foreach", lambda self, g, p, *a, **kw: calls.append(len(p)) or original(self, g, p, *a, **kw))
     p0, grads, hess, lrs = make_data(4)
     a, opt, ca = run(p0, grads, hess, lrs)  # defaults: fused=None, foreach=None
     b, _, cb = run(p0, grads, hess, lrs, fused=False, foreach=False)

@@ -52,3 +52,11 @@ def numel_chunks(tensors: list[torch.Tensor], limit: int | None) -> list[tuple[i
 def foreach_chunks(params: list[torch.Tensor]) -> list[tuple[int, int]]:
     """Index ranges for the foreach path: the whole list on CUDA, ``CPU_FOREACH_CHUNK``-element pieces elsewhere."""
     return numel_chunks(params, None if params and params[0].is_cuda else CPU_FOREACH_CHUNK)
+
+
+def unfused_update(group: dict, per_tensor: Callable, foreach: Callable, params: list[torch.Tensor], *lists, **kwargs) -> list:
+    """Run ``per_tensor(group, params, *lists)`` (``foreach=False``) or ``foreach`` over each of
+    ``foreach_chunks(params)`` (the default); returns what the calls returned."""
+    if group.get("foreach") is False:
+        return [per_tensor(group, params, *lists, **kwargs)]
+    return [foreach(group, params[a:b], *(x[a:b] for x in lists), **kwargs) for a, b in foreach_chunks(params)]

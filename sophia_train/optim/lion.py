@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, foreach_chunks, lazy_state
+from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
 
 
@@ -54,11 +54,7 @@ class Lion(FusedFlatMixin, Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             ms = [lazy_state(self.state[p], p, ("m",))["m"] for p in params]
             grads = [p.grad for p in params]
-            if group.get("foreach") is False:
-                self._update_per_tensor(group, params, grads, ms)
-            else:
-                for a, b in foreach_chunks(params):
-                    self._update_foreach(group, params[a:b], grads[a:b], ms[a:b])
+            unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms)
         return loss
 
     def _update_foreach(self, group, params, grads, ms) -> None:

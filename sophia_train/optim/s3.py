@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, foreach_chunks, lazy_state
+from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
 
 
@@ -75,11 +75,7 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             states = [lazy_state(self.state[p], p, ("m", "s")) for p in params]
             ms, ss, grads = [st["m"] for st in states], [st["s"] for st in states], [p.grad for p in params]
-            if group.get("foreach") is False:
-                self._update_per_tensor(group, params, grads, ms, ss)
-            else:
-                for a, b in foreach_chunks(params):
-                    self._update_foreach(group, params[a:b], grads[a:b], ms[a:b], ss[a:b])
+            unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms, ss)
         return loss
 
     def _update_foreach(self, group, params, grads, ms, ss) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ._common import evaluate_closure, foreach_chunks, lazy_state
+from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
 
 
@@ -97,9 +97,12 @@ class SophiaG(FusedFlatMixin, Optimizer):
         return False
 
     def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
-        """EMA of the estimate: ``h <- beta2 h + (1 - beta2) h_hat`` (Eq. 5)."""
+        """EMA of the estimate: ``h <- beta2 h + (1 - beta2) h_hat`` (Eq. 5; ``h_hat ** 2`` when squared)."""
+        h_hat = h_hat.to(h.dtype)
+        if self._squares_estimate(group):
+            h_hat = h_hat * h_hat
         beta2 = group["betas"][1]
-        h.mul_(beta2).add_(h_hat.to(h.dtype), alpha=1 - beta2)
+        h.mul_(beta2).add_(h_hat, alpha=1 - beta2)
 
     # -- curvature -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -114,11 +117,11 @@ class SophiaG(FusedFlatMixin, Optimizer):
             from sophia_train_kernels import hessian_ema_
 
             for group, fg in self.flat_groups():
-                square = self._squares_estimate(group)
-                if hessian_estimates is None:  # h_hat = g ⊙ g
-                    x, square = (fg.grad_buf * fg.grad_buf, True) if square else (fg.grad_buf, True)
+                if hessian_estimates is None:  # h_hat = g ⊙ g, squared by the kernel (once more for a second moment)
+                    x = fg.grad_buf * fg.grad_buf if self._squares_estimate(group) else fg.grad_buf
+                    square = True
                 else:
-                    x = fg.gather(hessian_estimates)
+                    x, square = fg.gather(hessian_estimates), self._squares_estimate(group)
                 hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=square)
             return
         for group in self.param_groups:
@@ -163,11 +166,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
                     grads = torch._foreach_neg(grads)
                 states = [self._state_for(p) for p in params]
                 ms, hs = [s["m"] for s in states], [s["h"] for s in states]
-                if group["foreach"] is False:
-                    counts.append(self._update_per_tensor(group, params, grads, ms, hs, bs))
-                else:
-                    for a, b in foreach_chunks(params):
-                        counts.append(self._update_foreach(group, params[a:b], grads[a:b], ms[a:b], hs[a:b], bs))
+                counts += unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms, hs, bs=bs)
                 torch._foreach_add_([s["step"] for s in states], 1.0)
                 total += sum(p.numel() for p in params)
         if counts:
@@ -253,13 +252,6 @@ class SophiaH(SophiaG):
         d = torch._foreach_mul(base, group["rho"])
         torch._foreach_clamp_min_(d, group["eps"])
         return d
-
-    def _fold(self, h: torch.Tensor, h_hat: torch.Tensor, group: dict) -> None:
-        h_hat = h_hat.to(h.dtype)
-        if group["second_moment"]:
-            h_hat = h_hat * h_hat
-        beta2 = group["betas"][1]
-        h.mul_(beta2).add_(h_hat, alpha=1 - beta2)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
