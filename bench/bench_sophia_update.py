@@ -3,7 +3,8 @@
 
 Implementations: the official repo's per-tensor loop (abs/sign/addcmul), ours per-tensor (one
 clamped quotient, fewer passes), the foreach path (the default off CUDA; on CPU in chunks of
-``CPU_FOREACH_CHUNK`` elements, and once unchunked to show why), the fused Triton kernel (CUDA only, or the CPU interpreter with --interpret, which measures nothing useful
+``CPU_FOREACH_CHUNK`` elements, and once unchunked to show why), the fused Triton kernel (CUDA
+only, or the CPU interpreter with --interpret, which measures nothing useful
 about speed), and torch.optim.AdamW (foreach / fused) as the familiar baseline. On CUDA the same
 run also times a device-to-device copy of the same bytes, the ceiling for a memory-bound update.
 
@@ -61,16 +62,7 @@ def time_interleaved(fns: dict, device, reps: int, warmup: int = 2) -> dict[str,
 
 def time_it(fn, device, reps: int, warmup: int = 2) -> float:
     """Median milliseconds of ``fn`` over ``reps`` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return time_interleaved({"": fn}, device, reps, warmup)[""]
 
 
 def make_params(shapes, device, dtype):
