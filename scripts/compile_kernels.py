@@ -109,14 +109,14 @@ def compile_variant(fn, v: Variant, arch: int, n_divisible: bool):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from sophia_train_kernels.sophia import LAUNCH_OPTIONS
+
     names = list(v.signature)
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if v.signature[n].startswith("*")}
     if n_divisible:
         attrs[(names.index("n_elements"),)] = [["tt.divisibility", 16]]
     signature = dict(v.signature, **{k: "constexpr" for k in v.constexprs})
     src = ASTSource(fn=fn, signature=signature, constexprs=v.constexprs, attrs=attrs)
-    from sophia_train_kernels.sophia import LAUNCH_OPTIONS
-
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(LAUNCH_OPTIONS))
 
 
@@ -126,9 +126,9 @@ def analyse(arches: list[int]) -> list[dict]:
 
     fns = kernel_functions()
     rows = []
+    every = variants(BLOCK_SIZE)
+    todo = [(v, True) for v in every] + [(every[0], False)]
     for arch in arches:
-        todo = [(v, True) for v in variants(BLOCK_SIZE)]
-        todo.append((variants(BLOCK_SIZE)[0], False))
         for v, n_div in todo:
             k = compile_variant(fns[v.kernel], v, arch, n_div)
             traffic = global_traffic(k.asm["ptx"], k.metadata.num_warps * 32, BLOCK_SIZE)
