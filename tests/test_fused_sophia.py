@@ -50,9 +50,9 @@ def reference(p0, grads, hess, lrs, betas=(0.965, 0.99), rho=0.05, wd=(0.2, 0.2,
     return theta, m, h
 
 
-def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, **kw):
+def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, opt_cls=SophiaG, **kw):
     params = [torch.tensor(p, dtype=dtype, device=DEVICE, requires_grad=True) for p in p0]
-    opt = SophiaG([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
+    opt = opt_cls([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
     counts = []
     for t in range(STEPS):
         for g in opt.param_groups:
@@ -70,7 +70,7 @@ def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, **kw):
                 p.grad = torch.tensor(g, dtype=dtype, device=DEVICE)
             else:
                 p.grad.copy_(torch.tensor(g, dtype=dtype, device=DEVICE))
-        opt.step(bs=BS)
+        opt.step(bs=BS) if opt_cls.takes_tokens_per_step else opt.step()
         counts.append(opt.last_stats["not_clipped_frac"])
     return params, opt, counts
 
@@ -254,24 +254,10 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
             u = m[i] / np.maximum(gamma * (np.sqrt(h[i]) if second_moment else h[i]), eps)
             theta[i] -= lrs[t] * (np.clip(u, -1, 1) if clip else u)
 
-    def run_h(**kw):
-        params = [torch.tensor(p, dtype=torch.float32, device=DEVICE, requires_grad=True) for p in p0]
-        opt = SophiaH([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0],
-                      betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment, **kw)
-        fracs = []
-        for t in range(STEPS):
-            for g in opt.param_groups:
-                g["lr"] = lrs[t]
-            if t % K == 0:
-                opt.update_hessian({p: torch.tensor(x, dtype=torch.float32, device=DEVICE) for p, x in zip(params, hess[t])})
-            for p, g in zip(params, grads[t]):
-                p.grad = torch.tensor(g, dtype=torch.float32, device=DEVICE) if p.grad is None else p.grad.copy_(torch.tensor(g))
-            opt.step()
-            fracs.append(float(opt.last_stats["not_clipped_frac"]))
-        return params, opt, fracs
-
-    fused, opt_f, fracs_f = run_h(fused=True)
-    plain, _, fracs_p = run_h(fused=False, foreach=False)
+    kw = dict(opt_cls=SophiaH, betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment)
+    fused, opt_f, fracs_f = run(p0, grads, hess, lrs, fused=True, **kw)
+    plain, _, fracs_p = run(p0, grads, hess, lrs, fused=False, foreach=False, **kw)
+    fracs_f, fracs_p = [float(c) for c in fracs_f], [float(c) for c in fracs_p]
     assert opt_f.fused
     for i, (a, b) in enumerate(zip(fused, plain)):
         np.testing.assert_allclose(a.detach().cpu().numpy(), theta[i], rtol=1e-4, atol=5e-5)
