@@ -3,10 +3,17 @@
 Hutchinson (Sophia paper Alg. 1): ``u ⊙ (H u)`` with Gaussian u, unbiased for diag(H) (Sec. 2.3).
 
 GNB (Gauss-Newton-Bartlett, Sophia paper Alg. 2): sample labels from the model's own predictive
-distribution, take the gradient ``g_hat`` of the mean cross-entropy on them; ``B * g_hat ⊙ g_hat`` is
-an unbiased estimate of the Gauss-Newton diagonal (Eq. 10). The factor ``B`` is absorbed into
-Sophia's ``rho * bs`` (see ``optim/sophia.py``), so the estimate handed to the optimizer is
-``g_hat ⊙ g_hat`` where ``g_hat`` is averaged over micro-batches and ranks exactly like a gradient.
+distribution, take the gradient ``g_hat`` of the mean cross-entropy on them; ``N * g_hat ⊙ g_hat`` is
+an unbiased estimate of the Gauss-Newton diagonal of the mean loss (Alg. 2 line 6, Eq. 10), where N is
+the number of tokens the sampled-label loss averaged over (sampled labels make E[g_hat] = 0, so the
+cross terms vanish whatever N is). ``g_hat`` is averaged over micro-batches and ranks exactly like a
+gradient.
+
+Sophia-G (official form) multiplies ``h`` by ``rho * bs`` with ``bs`` = tokens per optimizer step, so
+it expects ``g_hat ⊙ g_hat`` of a loss over ``bs`` tokens. When GNB runs on a subset of the step (the
+trainer's ``hess_fraction``), N < bs: ``gnb_estimate(..., scale=N / bs)`` hands the optimizer
+``(N / bs) * g_hat ⊙ g_hat`` so that ``rho * bs * h`` is ``rho * N * g_hat ⊙ g_hat`` as the paper
+means, for any fraction. Without the scale the effective rho was rho / hess_fraction.
 
 The gradient is taken with ``torch.autograd.grad``: ``.grad`` (the real gradient of the step) is
 never touched, the global grad-norm clip never sees it, and DDP's reducer is bypassed (the caller
@@ -76,11 +83,13 @@ def gnb_estimate(
     seed: int,
     step: int,
     autocast: contextlib.AbstractContextManager | None = None,
+    scale: float = 1.0,
 ) -> dict[torch.Tensor, torch.Tensor]:
-    """``{param: g_hat ⊙ g_hat}`` with ``g_hat`` averaged over this rank's micro-batches and all ranks.
+    """``{param: scale * g_hat ⊙ g_hat}`` with ``g_hat`` averaged over this rank's micro-batches and all ranks.
 
     ``micro_batches`` holds ``(global micro-batch index, inputs)``; each index seeds its own label
     sampler, so the estimate does not depend on how micro-batches are spread over processes.
+    ``scale``: GNB tokens / tokens per optimizer step for Sophia-G's ``rho * bs`` form (module docstring).
     """
     per_micro = []
     for index, x in micro_batches:
@@ -88,7 +97,7 @@ def gnb_estimate(
         gen.manual_seed(gnb_seed(seed, step, index))
         per_micro.append(gnb_gradient(model, x, params, gen, autocast))
     total = _mean_over_micro_batches(per_micro)
-    return {p: (g * g).to(p.dtype) for p, g in zip(params, total)}
+    return {p: (g * g * scale).to(p.dtype) for p, g in zip(params, total)}
 
 
 HUTCHINSON_STREAM = 3

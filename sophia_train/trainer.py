@@ -236,7 +236,10 @@ class Trainer:
         t0 = time.perf_counter()
         seed = self.cfg.train.seed
         if self.estimator == "gnb":
-            est = gnb_estimate(self.fwd_model, [(j, x[:n]) for j, x, _ in micro], self.params, seed, step, self.autocast)
+            # GNB averaged over n of batch_size sequences of every micro-batch: N / bs = n / batch_size
+            # (Alg. 2 line 6's N folded into Sophia-G's rho * bs; see curvature.py).
+            scale = n / self.cfg.train.batch_size
+            est = gnb_estimate(self.fwd_model, [(j, x[:n]) for j, x, _ in micro], self.params, seed, step, self.autocast, scale)
             self.optimizer.update_hessian(est)
         elif self.estimator == "hutchinson":  # double backward: plain module, never DDP or compiled
             est = hutchinson_estimate(self.raw_model, [(x[:n], y[:n]) for _, x, y in micro], self.params, seed, step, self.autocast)

@@ -154,3 +154,74 @@ def test_hutchinson_averages_micro_batches_like_the_mean_loss():
         hv = torch.autograd.grad(grads, params, grad_outputs=u)
     for p, v, h in zip(params, u, hv):
         torch.testing.assert_close(est[p], v * h, rtol=1e-9, atol=1e-12)
+
+
+def test_trainer_gnb_denominator_is_the_gauss_newton_diagonal_for_any_fraction(tmp_path):
+    """The seam trainer -> GNB -> SophiaG: rho * bs * h / rho, averaged over label draws, is the exact
+    GN diagonal of the mean loss whatever ``hess_fraction`` is (Alg. 2 line 6's N folded into rho * bs).
+
+    Every sequence of every micro-batch is the same one, so the GN diagonal of the mean loss over any
+    subset of them is the same: the answer cannot depend on the fraction. beta2 = 0 makes h the
+    latest estimate; the model is restored after every step so all draws see the same parameters.
+    A vocabulary of 8 keeps every label probable enough for 500 draws to sample each one often
+    (with 256, rare labels make the per-coordinate means heavy-tailed).
+    """
+    from conftest import compose, tiny_overrides
+    from sophia_train.data import write_meta, write_split
+    from sophia_train.trainer import Trainer
+
+    data = tmp_path / "vocab8"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        write_split(data / f"{split}.bin", rng.integers(0, 8, 512).astype(np.uint16))
+    write_meta(data, 8, "synthetic", {"train": 512, "val": 512}, "random tokens")
+    draws = 500
+    results = {}
+    for fraction in (0.25, 0.5, 1.0):
+        cfg = compose(tiny_overrides(
+            data, tmp_path / f"f{fraction}", "model.n_layer=1", "model.n_embd=4", "model.block_size=3", "model.pad_vocab_to=1",
+            "train.grad_accum=2", "optim.betas=[0.965,0.0]", "optim.hess_interval=1", f"optim.hess_fraction={fraction}",
+            "train.warmup_steps=0", f"train.max_steps={draws}",
+        ))
+        tr = Trainer(cfg)
+        x, y = tr.sampler.get("train", 0, 0)
+        rep = (x[:1].repeat(x.shape[0], 1), y[:1].repeat(y.shape[0], 1))
+        tr.sampler.get = lambda split, step, index: rep
+        opt, params = tr.optimizer, tr.params
+        frozen = copy.deepcopy(tr.raw_model.state_dict())
+        terms = []
+        real_step = opt.step
+
+        def step_recording_denominator(*args, bs, **kw):
+            row = []
+            for group in opt.param_groups:
+                hs = [opt.state[p]["h"] for p in group["params"]]
+                den = opt._denominators(hs, group, bs)  # what the update divides |m| by
+                row += [((d - group["eps"]) / group["rho"]).reshape(-1) for d in den]
+            order = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+            by_param = [row[order[id(p)]] for p in params]
+            terms.append(torch.cat(by_param).double())
+            return real_step(*args, bs=bs, **kw)
+
+        opt.step = step_recording_denominator
+        for step in range(draws):
+            tr.train_step(step)
+            tr.raw_model.load_state_dict(frozen)
+        ref = copy.deepcopy(tr.raw_model).double()
+        exact = exact_gauss_newton_diagonal(ref, rep[0][:1])
+        results[fraction] = (torch.stack(terms), exact)
+
+    for fraction, (samples, exact) in results.items():
+        mean, se = samples.mean(0), samples.std(0) / np.sqrt(draws)
+        # The whole diagonal's sum (one statistic: the CLT holds well) within 3 standard errors ...
+        total, total_se = samples.sum(1).mean(), samples.sum(1).std() / np.sqrt(draws)
+        z_total = float((total - exact.sum()).abs() / total_se)
+        assert z_total < 3.0, f"hess_fraction={fraction}: trace {float(total):.4g} vs exact {float(exact.sum()):.4g} (z={z_total:.1f})"
+        # ... and every coordinate with curvature, as the estimator unbiasedness test does.
+        live = exact > 1e-10
+        assert live.sum() > 50
+        z = (mean - exact).abs() / (se + 1e-30)
+        assert float(z[live].max()) < 5.0, f"hess_fraction={fraction}: max z-score {float(z[live].max()):.2f}"
+    means = [r[0].sum(1).mean() for r in results.values()]
+    assert max(means) / min(means) < 1.1, f"the curvature term depends on hess_fraction: {[float(m) for m in means]}"

@@ -9,9 +9,11 @@ official implementation's form of Eq. (6)::
     theta <- theta * (1 - lr * wd)                                    (Alg. 3, line 12)
     theta <- theta - lr * sign(m) * min(|m| / (rho * bs * max(h, 0) + eps), 1)  (Eq. 6, Alg. 3, l. 13)
 
-``bs`` is the number of tokens in one optimizer step. GNB's estimator is ``B * g_hat ⊙ g_hat``
-(Alg. 2, line 6); the factor ``B`` is folded into ``rho * bs`` so ``update_hessian`` receives the
-plain ``g_hat ⊙ g_hat``. Where ``h <= 0`` the denominator is ``eps``, the ratio saturates at 1 and the
+``bs`` is the number of tokens in one optimizer step. GNB's estimator is ``N * g_hat ⊙ g_hat``
+(Alg. 2, line 6) with N the tokens the sampled-label loss averaged over; as in the official code, the
+factor is folded into ``rho * bs``, so ``update_hessian`` receives ``g_hat ⊙ g_hat`` when GNB ran on the
+whole step (N = bs) and ``(N / bs) * g_hat ⊙ g_hat`` when it ran on a subset (the trainer's
+``hess_fraction``; ``curvature.gnb_estimate(scale=...)``). Where ``h <= 0`` the denominator is ``eps``, the ratio saturates at 1 and the
 step is sign momentum — the paper's fallback for negative curvature (Sec. 2.2, Eq. 6's max{γh, ε}).
 For ``h >= 0`` this is exactly the official ``rho * bs * h + eps``; the official code, unlike the
 paper, steps *against* sign(m) where ``h < 0`` (possible with Hutchinson estimates).
