@@ -1,17 +1,22 @@
 #!/usr/bin/env python
-"""A CPU-scale, honest optimizer comparison: tune each optimizer's LR for T steps, then run T and T/2.
+"""A CPU-scale, honest optimizer comparison: tune each optimizer for T steps, then run T and T/2.
 
-For every optimizer: a small LR grid at T steps (seed 0), extended by factors of 2 while the best
-LR sits on its edge, picks the LR with the lowest final val loss;
-that LR then runs at T steps with the other seeds and at T/2 steps (its own cosine schedule) with
-every seed. The paper's Sec. 3.2 test is then applied by ``scripts/compare_runs.py``: does optimizer
-S at T/2 reach AdamW's loss at T? Everything uses the tiny GPT on the byte-level default corpus.
+Tuning is coordinate descent over each optimizer's search space (``SPACES``: the LR for all, and
+rho for Sophia-G, whose effective rho moved when the GNB scale was fixed): a line search over one
+hyperparameter at a time with the others held at their current best, on a 3-point grid (factors of 2)
+extended by x2 while the best value sits on its edge; with two or more hyperparameters, a second pass
+searches {v/2, v, 2v} around each current best. All tuning runs use seed 0 and T steps; the chosen
+point then runs at T with the other seeds and at T/2 (its own cosine schedule) with every seed. The
+paper's Sec. 3.2 test is applied by ``scripts/compare_runs.py``: does optimizer S at T/2 reach AdamW's
+loss at T? Everything uses the tiny GPT on the byte-level default corpus.
 
-    python scripts/cpu_benchmark.py --out results/cpu_benchmark            # ~25 min on 2 cores
+    python scripts/cpu_benchmark.py --out results/cpu_benchmark            # ~45 min on 2 cores
+    python scripts/cpu_benchmark.py --optims sophia_g                      # retune one, keep the others
     python scripts/compare_runs.py results/cpu_benchmark --baseline adamw  # table + verdicts
-    python scripts/plot_runs.py ... (the benchmark writes curves.png itself)
 
-Finished runs (a metrics.jsonl with an ``end`` record) are skipped, so an interrupted benchmark resumes.
+Finished runs (a metrics.jsonl with an ``end`` record) are skipped, so an interrupted benchmark
+resumes; ``best.json`` holds the chosen point of every optimizer tuned so far, ``tuning.json`` every
+point tried and its final val loss.
 """
 
 from __future__ import annotations
@@ -25,18 +30,20 @@ from sophia_train.config import compose_config
 from sophia_train.metrics import read_metrics
 from sophia_train.trainer import Trainer
 
-GRIDS = {  # three LRs per optimizer, a factor of 2 apart, around each one's sensible tiny-model range
-    "adamw": [1e-3, 2e-3, 4e-3],
-    "lion": [2.5e-4, 5e-4, 1e-3],
-    "sophia_g": [3e-4, 6e-4, 1.2e-3],
-    "sophia_h": [3e-4, 6e-4, 1.2e-3],
-    "s3": [5e-4, 1e-3, 2e-3],
+SPACES = {  # per optimizer: hyperparameter -> first grid (a factor of 2 apart, around a sensible tiny-model range)
+    "adamw": {"lr": [1e-3, 2e-3, 4e-3]},
+    "lion": {"lr": [2.5e-4, 5e-4, 1e-3]},
+    "sophia_g": {"lr": [3e-4, 6e-4, 1.2e-3], "rho": [0.025, 0.05, 0.1]},
+    "sophia_h": {"lr": [3e-4, 6e-4, 1.2e-3]},
+    "s3": {"lr": [5e-4, 1e-3, 2e-3]},
 }
+EDGE_EXTENSIONS = 3  # how many times a line search may step past the edge of its grid
 
 
-def run_name(optim: str, lr: float, steps: int, seed: int) -> str:
-    """Folder name of one run: optimizer, LR, horizon and seed."""
-    return f"{optim}-lr{lr:g}-T{steps}-s{seed}"
+def run_name(optim: str, point: dict[str, float], steps: int, seed: int) -> str:
+    """Folder name of one run: optimizer, LR, other tuned hyperparameters, horizon and seed."""
+    extra = "".join(f"-{k}{v:g}" for k, v in sorted(point.items()) if k != "lr")
+    return f"{optim}-lr{point['lr']:g}{extra}-T{steps}-s{seed}"
 
 
 def final_val(run_dir: Path) -> float | None:
@@ -49,16 +56,16 @@ def final_val(run_dir: Path) -> float | None:
     return end[-1]["final_val_loss"] if end else None
 
 
-def train(out: Path, optim: str, lr: float, steps: int, seed: int, common: list[str]) -> float:
+def train(out: Path, optim: str, point: dict[str, float], steps: int, seed: int, common: list[str]) -> float:
     """Run (or reuse) one training run; returns its final val loss (inf if it diverged)."""
-    d = out / "runs" / run_name(optim, lr, steps, seed)
+    d = out / "runs" / run_name(optim, point, steps, seed)
     done = final_val(d)
     if done is not None:
         return done
     cfg = compose_config([
-        "+model=tiny", f"optim={optim}", f"optim.lr={lr}", f"train.max_steps={steps}", f"train.seed={seed}",
-        f"train.out_dir={d}", "train.overwrite=true", "train.plot=false", f"train.warmup_steps={max(1, steps // 20)}",
-        f"train.eval_interval={max(1, steps // 16)}", *common,
+        "+model=tiny", f"optim={optim}", *(f"optim.{k}={v}" for k, v in sorted(point.items())), f"train.max_steps={steps}",
+        f"train.seed={seed}", f"train.out_dir={d}", "train.overwrite=true", "train.plot=false",
+        f"train.warmup_steps={max(1, steps // 20)}", f"train.eval_interval={max(1, steps // 16)}", *common,
     ])
     t0 = time.time()
     try:
@@ -74,12 +81,39 @@ def train(out: Path, optim: str, lr: float, steps: int, seed: int, common: list[
     return loss
 
 
+def line_search(values: list[float], loss_of) -> float:
+    """The value of lowest loss among ``values``, extending by x2 past an edge while the best sits on it."""
+    losses = {v: loss_of(v) for v in values}
+    for _ in range(EDGE_EXTENSIONS):
+        best = min(losses, key=losses.get)
+        if best == max(losses):
+            losses[best * 2] = loss_of(best * 2)
+        elif best == min(losses):
+            losses[best / 2] = loss_of(best / 2)
+        else:
+            break
+    return min(losses, key=losses.get)
+
+
+def tune(space: dict[str, list[float]], loss_of) -> dict[str, float]:
+    """Coordinate descent over ``space`` (see the module docstring); ``loss_of(point)`` trains or reuses a run."""
+    point = {k: grid[len(grid) // 2] for k, grid in space.items()}
+    for sweep in range(1 if len(space) == 1 else 2):
+        before = dict(point)
+        for name, grid in space.items():
+            values = grid if sweep == 0 else [point[name] / 2, point[name], point[name] * 2]
+            point[name] = line_search(sorted(values), lambda v, name=name: loss_of({**point, name: v}))
+        if sweep > 0 and point == before:
+            break
+    return point
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/cpu_benchmark")
     ap.add_argument("--steps", type=int, default=800, help="T; the short runs take T/2")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--optims", nargs="+", default=list(GRIDS))
+    ap.add_argument("--optims", nargs="+", default=list(SPACES), choices=list(SPACES))
     ap.add_argument("--data-dir", default=None, help="prepared dataset (default: the corpus config's folder)")
     ap.add_argument("--report-only", action="store_true", help="only rebuild table.md and the PNGs from finished runs")
     args = ap.parse_args()
@@ -87,33 +121,32 @@ def main() -> None:
     common = ["train.batch_size=8", "train.eval_iters=40", "train.log_interval=25", "train.threads=2"]
     if args.data_dir:
         common.append(f"data.dir={args.data_dir}")
-    if args.report_only:
-        report(out, args.steps, json.loads((out / "best_lr.json").read_text()), args.seeds[0])
-        return
-    best = {}
-    for optim in args.optims:
-        losses = {lr: train(out, optim, lr, args.steps, args.seeds[0], common) for lr in GRIDS[optim]}
-        for _ in range(3):  # a best LR on the edge of the grid is not tuned: extend by x2 that way
-            lr = min(losses, key=losses.get)
-            if lr == max(losses):
-                nxt = lr * 2
-            elif lr == min(losses):
-                nxt = lr / 2
-            else:
-                break
-            losses[nxt] = train(out, optim, nxt, args.steps, args.seeds[0], common)
-        best[optim] = min(losses, key=losses.get)
-        print(f"{optim}: best LR {best[optim]:g} ({losses})", flush=True)
-    for optim in args.optims:
-        for seed in args.seeds:
-            train(out, optim, best[optim], args.steps, seed, common)
-            train(out, optim, best[optim], args.steps // 2, seed, common)
-    (out / "best_lr.json").write_text(json.dumps(best, indent=2) + "\n")
-    print(f"best LRs: {best}")
+    best_file, tuning_file = out / "best.json", out / "tuning.json"
+    best = json.loads(best_file.read_text()) if best_file.exists() else {}
+    tried = json.loads(tuning_file.read_text()) if tuning_file.exists() else {}
+    if not args.report_only:
+        for optim in args.optims:
+            tried[optim] = []
+
+            def loss_of(point, optim=optim):
+                loss = train(out, optim, point, args.steps, args.seeds[0], common)
+                tried[optim].append({**point, "final_val_loss": loss})
+                return loss
+
+            best[optim] = tune(SPACES[optim], loss_of)
+            print(f"{optim}: chosen {best[optim]}", flush=True)
+        for optim in args.optims:
+            for seed in args.seeds:
+                train(out, optim, best[optim], args.steps, seed, common)
+                train(out, optim, best[optim], args.steps // 2, seed, common)
+        out.mkdir(parents=True, exist_ok=True)
+        best_file.write_text(json.dumps(best, indent=2) + "\n")
+        tuning_file.write_text(json.dumps(tried, indent=2) + "\n")
+        print(f"chosen: {best}")
     report(out, args.steps, best, args.seeds[0])
 
 
-def report(out: Path, steps: int, best: dict[str, float], seed: int) -> None:
+def report(out: Path, steps: int, best: dict[str, dict[str, float]], seed: int) -> None:
     """table.md (Sec. 3.2 verdicts), curves by step and by wall-clock, Sophia diagnostics."""
     from sophia_train.compare import find_runs, markdown_report
     from sophia_train.plotting import plot_diagnostics, plot_runs
@@ -121,9 +154,13 @@ def report(out: Path, steps: int, best: dict[str, float], seed: int) -> None:
     table = markdown_report(find_runs([out / "runs"]), "adamw", steps)
     (out / "table.md").write_text(table + "\n")
     print(table)
-    chosen = [out / "runs" / run_name(o, lr, T, seed) for o, lr in best.items() for T in (steps, steps // 2)]
-    labels = [f"{o} lr={lr:g} T={T}" for o, lr in best.items() for T in (steps, steps // 2)]
-    plot_runs(chosen, out / "curves.png", title=f"tiny GPT, byte-level corpus: val loss, tuned LRs, T={steps} and T/2 (seed {seed})",
+
+    def label(point: dict[str, float]) -> str:
+        return " ".join(f"{k}={v:g}" for k, v in sorted(point.items()))
+
+    chosen = [out / "runs" / run_name(o, pt, T, seed) for o, pt in best.items() for T in (steps, steps // 2)]
+    labels = [f"{o} {label(pt)} T={T}" for o, pt in best.items() for T in (steps, steps // 2)]
+    plot_runs(chosen, out / "curves.png", title=f"tiny GPT, byte-level corpus: val loss, tuned, T={steps} and T/2 (seed {seed})",
               labels=labels, val_only=True)
     plot_runs(chosen[::2], out / "curves_time.png", title=f"val loss against wall-clock, T={steps} (seed {seed})",
               labels=labels[::2], x="time", val_only=True)

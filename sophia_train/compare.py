@@ -24,6 +24,10 @@ from .metrics import read_metrics
 # costs about two backward passes on top (the paper's Table 1 puts either at ~5-6% with k = 10).
 ESTIMATOR_COST = {"gnb": 1.0, "empirical_fisher": 0.0, "hutchinson": 5.0 / 3.0}
 
+# Optimizer hyperparameters besides the LR that a tuning run may vary: runs that differ in one of
+# these are different groups (the same LR with another rho is another configuration, not another seed).
+TUNED_HPARAMS = ("rho",)
+
 
 @dataclass
 class Run:
@@ -36,13 +40,15 @@ class Run:
     seed: int
     tokens_per_step: int
     overhead: float  # extra compute of the curvature estimator, as a fraction of a step
+    hparams: tuple[tuple[str, float], ...] = ()  # TUNED_HPARAMS present in the run's optimizer config
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # (step, val_loss, elapsed_s)
     final_val: float = math.nan
     wall_s: float = math.nan
 
     @property
     def label(self) -> str:
-        return f"{self.optim} lr={self.lr:g} T={self.max_steps}"
+        extra = "".join(f" {k}={v:g}" for k, v in self.hparams)
+        return f"{self.optim} lr={self.lr:g}{extra} T={self.max_steps}"
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -63,7 +69,9 @@ def load_run(path: str | os.PathLike) -> Run:
             elapsed = r.get("elapsed_s", train_elapsed.get(r["step"], 0.0 if r["step"] == 0 else math.nan))
             evals.append((r["step"], r["val_loss"], elapsed))
     end = [r for r in rows if r["kind"] == "end"]
-    run = Run(path, o["name"], float(o["lr"]), int(t["max_steps"]), int(t["seed"]), int(start.get("tokens_per_step", 0)), overhead, evals)
+    hparams = tuple((k, float(o[k])) for k in TUNED_HPARAMS if k in o)
+    run = Run(path, o["name"], float(o["lr"]), int(t["max_steps"]), int(t["seed"]), int(start.get("tokens_per_step", 0)), overhead,
+              hparams, evals)
     if end:
         run.final_val = float(end[-1]["final_val_loss"])
         run.wall_s = float(end[-1].get("wall_s", math.nan))
@@ -136,11 +144,11 @@ def t_half_verdict(baseline: list[Run], candidate: list[Run], fallback: list[Run
     }
 
 
-def group_runs(runs: list[Run]) -> dict[tuple[str, float, int], list[Run]]:
-    """Runs keyed by (optimizer, lr, max_steps), seeds together."""
-    groups: dict[tuple[str, float, int], list[Run]] = {}
+def group_runs(runs: list[Run]) -> dict[tuple, list[Run]]:
+    """Runs keyed by (optimizer, lr, max_steps, tuned hyperparameters), seeds together."""
+    groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.optim, r.lr, r.max_steps), []).append(r)
+        groups.setdefault((r.optim, r.lr, r.max_steps, r.hparams), []).append(r)
     return groups
 
 
@@ -149,7 +157,7 @@ def best_groups(runs: list[Run], steps: int) -> dict[str, list[Run]]:
     (a tuning grid gives its winner the extra seeds), the lowest mean final val loss. Comparing a
     one-seed grid point with a several-seed mean would favour the lucky single seed."""
     candidates: dict[str, list[list[Run]]] = {}
-    for (optim, _, T), rs in group_runs(runs).items():
+    for (optim, _, T, _), rs in group_runs(runs).items():
         if T == steps:
             candidates.setdefault(optim, []).append(rs)
     best = {}
@@ -161,10 +169,11 @@ def best_groups(runs: list[Run], steps: int) -> dict[str, list[Run]]:
 
 def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
     """Tables: every (optimizer, LR, T) group's final loss, then the T/2-vs-T verdict for each optimizer."""
-    lines = ["| optimizer | lr | steps | seeds | final val loss (mean ± sd) |", "| --- | --- | --- | --- | --- |"]
-    for (optim, lr, T), rs in sorted(group_runs(runs).items()):
+    lines = ["| optimizer | lr | other hyperparameters | steps | seeds | final val loss (mean ± sd) |", "| --- | --- | --- | --- | --- | --- |"]
+    for (optim, lr, T, hp), rs in sorted(group_runs(runs).items()):
         finals = [r.final_val for r in rs]
-        lines.append(f"| {optim} | {lr:g} | {T} | {len(rs)} | {_mean(finals):.4f} ± {_sd(finals):.4f} |")
+        other = ", ".join(f"{k}={v:g}" for k, v in hp)
+        lines.append(f"| {optim} | {lr:g} | {other} | {T} | {len(rs)} | {_mean(finals):.4f} ± {_sd(finals):.4f} |")
     best_T, best_half = best_groups(runs, steps), best_groups(runs, steps // 2)
     if baseline not in best_T:
         return "\n".join(lines + ["", f"(no {baseline} runs at T={steps}: no verdicts)"])
@@ -180,8 +189,8 @@ def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for optim, rs in sorted(best_half.items()):
-        lr_at_T = best_T.get(optim, rs)[0].lr
-        same_lr = [r for r in rs if r.lr == lr_at_T] or rs
+        at_T = best_T.get(optim, rs)[0]
+        same_lr = [r for r in rs if (r.lr, r.hparams) == (at_T.lr, at_T.hparams)] or rs
         v = t_half_verdict(base, same_lr, fallback=best_T.get(optim))
         fmt = lambda x: "—" if math.isnan(x) else f"{x:.2f}"  # noqa: E731
         lines.append(

@@ -97,10 +97,10 @@ def test_mfu_peaks_by_device_name():
 
 
 # --- synthetic run logs -----------------------------------------------------------------------------
-def write_run(root, optim, lr, T, seed, curve, estimator=None, secs_per_step=1.0, tokens_per_step=1000):
-    d = root / f"{optim}-{lr}-{T}-{seed}"
+def write_run(root, optim, lr, T, seed, curve, estimator=None, secs_per_step=1.0, tokens_per_step=1000, **hparams):
+    d = root / f"{optim}-{lr}-{T}-{seed}{''.join(f'-{k}{v}' for k, v in hparams.items())}"
     d.mkdir(parents=True)
-    o = {"name": optim, "lr": lr}
+    o = {"name": optim, "lr": lr, **hparams}
     if estimator:
         o.update(estimator=estimator, hess_fraction=0.5, hess_interval=10)
     (d / "config.yaml").write_text(yaml.safe_dump({"optim": o, "train": {"max_steps": T, "seed": seed}}))
@@ -145,12 +145,27 @@ def test_t_half_verdict_on_synthetic_runs(synthetic):
 
 def test_markdown_report_picks_best_lr_and_states_verdicts(synthetic):
     report = markdown_report(find_runs([synthetic]), "adamw", 100)
-    assert "| adamw | 0.0005 | 100 | 2 | 2.5000 ± 0.0000 |" in report
+    assert "| adamw | 0.0005 |  | 100 | 2 | 2.5000 ± 0.0000 |" in report
     assert "against adamw lr=0.001 T=100" in report
     sophia = next(line for line in report.splitlines() if line.startswith("| sophia_g lr=0.001 T=50"))
     assert "| yes | 0.50 | 0.53 | 0.55 | 2/2 (T/2 runs) |" in sophia
     lion = next(line for line in report.splitlines() if line.startswith("| lion lr=0.0001 T=50"))
     assert "| no |" in lion and "(T runs)" in lion
+
+
+def test_runs_differing_in_rho_are_different_groups(tmp_path):
+    """Two rho values at one LR are two configurations (not two seeds of one); the better one is chosen."""
+    lin = lambda T, a, b: [(s, a + (b - a) * s / T) for s in range(10, T + 1, 10)]  # noqa: E731
+    for seed in (0, 1):
+        write_run(tmp_path, "adamw", 1e-3, 100, seed, lin(100, 3.0, 2.0))
+        for rho, final in ((0.05, 2.1), (0.1, 1.9)):
+            write_run(tmp_path, "sophia_g", 1e-3, 100, seed, lin(100, 3.0, final), estimator="gnb", rho=rho)
+            write_run(tmp_path, "sophia_g", 1e-3, 50, seed, lin(50, 3.0, final + 0.2), estimator="gnb", rho=rho)
+    report = markdown_report(find_runs([tmp_path]), "adamw", 100)
+    assert "| sophia_g | 0.001 | rho=0.05 | 100 | 2 | 2.1000 ± 0.0000 |" in report
+    assert "| sophia_g | 0.001 | rho=0.1 | 100 | 2 | 1.9000 ± 0.0000 |" in report
+    verdict = next(line for line in report.splitlines() if line.startswith("| sophia_g lr=0.001"))
+    assert verdict.startswith("| sophia_g lr=0.001 rho=0.1 T=50 | 2.1000 ± 0.0000 |"), verdict
 
 
 def test_plots_from_synthetic_logs(synthetic, tmp_path):
