@@ -362,3 +362,66 @@ def test_gpu_block_size_gives_the_same_result_in_the_interpreter(monkeypatch):
     for a, b in zip(big, small):
         assert torch.equal(a, b) and torch.equal(opt_big.state[a]["m"], opt_small.state[b]["m"])
     assert [float(c) for c in counts_big] == [float(c) for c in counts_small]
+
+
+class PartlyUsed(torch.nn.Module):
+    """``unused`` never gets a gradient; ``b`` only on even steps. ``unused`` sits between decayed tensors,
+    so the fused path's buffers split into several stretches."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(5, 7)
+        self.unused = torch.nn.Parameter(torch.randn(3, 4))
+        self.b = torch.nn.Linear(7, 3)
+
+    def forward(self, x, use_b: bool):
+        y = torch.tanh(self.a(x))
+        return self.b(y) if use_b else y
+
+
+@pytest.mark.parametrize("name", ["sophia_g", "sophia_h", "lion", "s3"])
+def test_every_path_leaves_parameters_without_gradient_alone(name):
+    """Per-tensor, foreach and fused agree when some parameters have no gradient in some steps and the
+    curvature estimate covers only some parameters: those get no weight decay, no moment update, no h decay."""
+    from sophia_train.optim import Lion, SoftSignSGD, SophiaH, param_groups
+
+    cls = {"sophia_g": SophiaG, "sophia_h": SophiaH, "lion": Lion, "s3": SoftSignSGD}[name]
+
+    def train(**impl):
+        torch.manual_seed(0)
+        model = PartlyUsed().to(DEVICE)
+        opt = cls(param_groups(model, 0.2), lr=1e-2, **impl)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        gen = torch.Generator().manual_seed(1)
+        stats = []
+        for t in range(6):
+            use_b = t % 2 == 0
+            model(torch.randn(4, 5, generator=gen).to(DEVICE), use_b).pow(2).mean().backward()
+            if hasattr(opt, "update_hessian") and t % 3 == 0:  # b.weight's estimate only at t = 0: its h must not decay at t = 3
+                covered = (model.a.weight, model.a.bias) + ((model.b.weight,) if t == 0 else ())
+                opt.update_hessian({p: torch.rand(p.shape, generator=gen).to(DEVICE) * 1e-2 for p in covered})
+            opt.step(bs=8) if getattr(opt, "takes_tokens_per_step", False) else opt.step()
+            if "not_clipped_frac" in getattr(opt, "last_stats", {}):
+                stats.append(float(opt.last_stats["not_clipped_frac"]))
+            opt.zero_grad(set_to_none=True)
+        return model, opt, start, stats
+
+    results = {label: train(**kw) for label, kw in
+               {"per-tensor": dict(fused=False, foreach=False), "foreach": dict(fused=False), "fused": dict(fused=True)}.items()}
+    assert results["fused"][1].fused
+    for label, (model, opt, start, stats) in results.items():
+        assert torch.equal(model.unused.detach(), start["unused"]), f"{label} moved a parameter that never had a gradient"
+        st = opt.state.get(model.unused, {})
+        assert all(float(v.abs().max()) == 0 for k, v in st.items() if k != "step"), f"{label}: state of an unused parameter"
+    ref_model, ref_opt, _, ref_stats = results["per-tensor"]
+    for label in ("foreach", "fused"):
+        model, opt, _, stats = results[label]
+        for (n, p), q in zip(model.named_parameters(), ref_model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"{label} vs per-tensor: {n}")
+            for key, v in ref_opt.state.get(q, {}).items():
+                if key != "step":
+                    torch.testing.assert_close(opt.state[p][key], v, rtol=1e-5, atol=1e-7, msg=f"{label} vs per-tensor: {key} of {n}")
+        assert stats == pytest.approx(ref_stats)
+    if name.startswith("sophia"):  # b.bias never had an estimate: its h is exactly zero on every path
+        for label, (model, opt, _, _) in results.items():
+            assert float(opt.state[model.b.bias]["h"].abs().max()) == 0, label

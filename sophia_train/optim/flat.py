@@ -6,6 +6,14 @@ autograd accumulates gradients straight into the flat gradient buffer (``.grad``
 never set to None) and ``load_state_dict`` / DDP / grad clipping keep writing into the same memory.
 Build the optimizer before wrapping the model in DDP or ``torch.compile``.
 
+Which parameters have a gradient: the unfused paths skip a parameter whose ``.grad`` is None (no
+weight decay, no moment update). Here ``.grad`` stays in the flat buffer, so ``FlatGroup.has_grad``
+records it instead. Each ``.grad`` is an alias of its stretch of the buffer made with ``set_`` (not a
+view), so it has a version counter of its own: autograd accumulating into it, an in-place write and an
+assignment all mark the parameter as having a gradient; ``zero_grad(set_to_none=True)`` or
+``.grad = None`` clear it. Kernels then run only over the stretches of the buffers that hold parameters
+with a gradient (one stretch, the whole buffer, when every parameter has one).
+
 Every parameter starts at a multiple of ``ALIGN`` elements and the buffers' length is one too: the
 Triton JIT then sees 16-divisible sizes and emits 128-bit loads and stores (with an odd length it
 falls back to scalar ones; ``scripts/compile_kernels.py`` shows the difference), and each parameter
@@ -26,6 +34,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _alias(buf: torch.Tensor, offset: int, shape: torch.Size) -> torch.Tensor:
+    """A tensor of ``shape`` over ``buf``'s memory from ``offset`` on, with a version counter of its own
+    (a view would share ``buf``'s, and in-place writes to one parameter's gradient could not be told apart)."""
+    t = torch.empty(0, dtype=buf.dtype, device=buf.device)
+    return t.set_(buf.untyped_storage(), buf.storage_offset() + offset, shape)
+
+
 @dataclass
 class FlatGroup:
     """Parameters of one (param group, dtype, device) laid end to end, each aligned to ``ALIGN`` elements."""
@@ -35,6 +50,9 @@ class FlatGroup:
     grad_buf: torch.Tensor
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     offsets: list[tuple[int, int]] = field(default_factory=list)
+    has_grad: list[bool] = field(default_factory=list)  # per parameter: a gradient since the last zero_grad
+    grads: list[torch.Tensor] = field(default_factory=list)  # the ``.grad`` aliases into ``grad_buf``
+    _versions: list[int] = field(default_factory=list)  # their version counters when last looked at
 
     @classmethod
     def build(cls, params: list[torch.Tensor], state_names: tuple[str, ...], state_dtype=torch.float32) -> "FlatGroup":
@@ -49,14 +67,32 @@ class FlatGroup:
         grad_buf = torch.zeros(total, dtype=dtype, device=device)
         for p, (o, n) in zip(params, offsets):
             param_buf[o : o + n].copy_(p.detach().reshape(-1))
-        group = cls(params, param_buf, grad_buf, {k: torch.zeros(total, dtype=state_dtype, device=device) for k in state_names}, offsets)
+        state = {k: torch.zeros(total, dtype=state_dtype, device=device) for k in state_names}
+        group = cls(params, param_buf, grad_buf, state, offsets, [p.grad is not None for p in params])
+        group.grads = [_alias(grad_buf, o, p.shape) for p, (o, _) in zip(params, offsets)]
         with torch.no_grad():
-            for p, view, gview in zip(params, group.views(param_buf), group.views(grad_buf)):
+            for p, view, g in zip(params, group.views(param_buf), group.grads):
                 if p.grad is not None:
-                    gview.copy_(p.grad)
+                    g.copy_(p.grad)
                 p.data = view
-                p.grad = gview
+                p.grad = g
+        group._versions = [g._version for g in group.grads]
         return group
+
+    def stretches(self, mask: list[bool]) -> list[tuple[slice, int]]:
+        """Contiguous stretches of the buffers covering the parameters where ``mask`` holds, each as
+        ``(slice, elements that belong to parameters)``; neighbours merge, so an all-true mask gives one
+        stretch over the whole buffer. Each stretch starts and ends on an ``ALIGN`` boundary."""
+        out: list[tuple[slice, int]] = []
+        for (o, n), on in zip(self.offsets, mask):
+            if not on:
+                continue
+            stop = _round_up(o + n, ALIGN)
+            if out and out[-1][0].stop == o:
+                out[-1] = (slice(out[-1][0].start, stop), out[-1][1] + n)
+            else:
+                out.append((slice(o, stop), n))
+        return out
 
     @property
     def numel(self) -> int:
@@ -81,14 +117,29 @@ class FlatGroup:
         return [buf[o : o + n].view_as(p) for p, (o, n) in zip(self.params, self.offsets)]
 
     def reattach_grads(self) -> None:
-        """Point every ``.grad`` back at the flat gradient buffer (after a caller replaced it)."""
-        for p, gview in zip(self.params, self.views(self.grad_buf)):
-            if p.grad is None or p.grad.data_ptr() != gview.data_ptr():
-                if p.grad is not None:
-                    gview.copy_(p.grad)
-                else:
-                    gview.zero_()
-                p.grad = gview
+        """Point every ``.grad`` back at the flat gradient buffer (a caller may have replaced it or set it
+        to None) and update ``has_grad``: a parameter has a gradient when its ``.grad`` was assigned or
+        written (its version counter moved) since the last ``zero_grad``, none when ``.grad`` is None."""
+        with torch.no_grad():
+            for i, (p, g) in enumerate(zip(self.params, self.grads)):
+                if p.grad is None:
+                    g.zero_()
+                    self.has_grad[i] = False
+                    p.grad = g
+                elif p.grad is not g:
+                    g.copy_(p.grad)
+                    self.has_grad[i] = True
+                    p.grad = g
+                elif g._version != self._versions[i]:
+                    self.has_grad[i] = True
+                self._versions[i] = g._version
+
+    def zero_grads(self, set_to_none: bool) -> None:
+        """Zero the gradient buffer; ``set_to_none``: no parameter has a gradient until one is written."""
+        self.grad_buf.zero_()  # the aliases' version counters are their own: this does not move them
+        self.reattach_grads()
+        if set_to_none:
+            self.has_grad = [False] * len(self.params)
 
 
 class FusedFlatMixin:
@@ -156,12 +207,12 @@ class FusedFlatMixin:
         self.state[fg.params[0]]["step"] += 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it."""
+        """Zero gradients; the fused path zeroes its flat gradient buffer in place instead of dropping it
+        (``set_to_none`` then means: no parameter has a gradient until autograd writes one)."""
         if not self._flat:
             return super().zero_grad(set_to_none)
         for _, fg in self._flat:
-            fg.grad_buf.zero_()
-            fg.reattach_grads()
+            fg.zero_grads(set_to_none)
 
     def state_dict(self) -> dict:
         """Standard layout; the fused path's views are copied out so a checkpoint holds only its own data."""

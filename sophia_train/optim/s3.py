@@ -67,8 +67,10 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
             from sophia_train_kernels import s3_step_
 
             for group, fg in self.flat_groups():
-                s3_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["s"], lr=group["lr"], wd=group["weight_decay"],
-                         beta=group["beta"], power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
+                for sl, _ in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
+                    s3_step_(fg.param_buf[sl], fg.grad_buf[sl], fg.state["m"][sl], fg.state["s"][sl], lr=group["lr"],
+                             wd=group["weight_decay"], beta=group["beta"], power=group["p"], eps=group["eps"],
+                             nesterov=group["nesterov"])
                 self._count_step(fg)
             return loss
         for group in self.param_groups:

@@ -121,10 +121,12 @@ class SophiaG(FusedFlatMixin, Optimizer):
             for group, fg in self.flat_groups():
                 if hessian_estimates is None:  # h_hat = g ⊙ g, squared by the kernel (once more for a second moment)
                     x = fg.grad_buf * fg.grad_buf if self._squares_estimate(group) else fg.grad_buf
-                    square = True
+                    square, present = True, fg.has_grad
                 else:
                     x, square = fg.gather(hessian_estimates), self._squares_estimate(group)
-                hessian_ema_(fg.state["h"], x, beta2=group["betas"][1], square=square)
+                    present = [p in hessian_estimates for p in fg.params]
+                for sl, _ in fg.stretches(present):  # parameters without an estimate keep their h
+                    hessian_ema_(fg.state["h"][sl], x[sl], beta2=group["betas"][1], square=square)
             return
         for group in self.param_groups:
             for p in group["params"]:
@@ -149,13 +151,15 @@ class SophiaG(FusedFlatMixin, Optimizer):
             from sophia_train_kernels import sophia_step_
 
             for group, fg in self.flat_groups():
-                count = torch.zeros(1, dtype=torch.int64, device=fg.param_buf.device)
-                sophia_step_(fg.param_buf, fg.grad_buf, fg.state["m"], fg.state["h"], count, lr=group["lr"],
-                             wd=group["weight_decay"], beta1=group["betas"][0], scale=group["rho"] * bs,
-                             eps=group["eps"], clip=group["clip"], denominator=self._kernel_denominator(group))
+                for sl, n in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
+                    count = torch.zeros(1, dtype=torch.int64, device=fg.param_buf.device)
+                    sophia_step_(fg.param_buf[sl], fg.grad_buf[sl], fg.state["m"][sl], fg.state["h"][sl], count,
+                                 lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],
+                                 scale=group["rho"] * bs, eps=group["eps"], clip=group["clip"],
+                                 denominator=self._kernel_denominator(group))
+                    counts.append(count - (sl.stop - sl.start - n))  # padding: m = 0, so ratio 0 and always counted
+                    total += n
                 self._count_step(fg)
-                counts.append(count - fg.padding)  # padding: m = 0, so ratio 0 and always counted
-                total += fg.numel
         else:
             for group in self.param_groups:
                 params = [p for p in group["params"] if p.grad is not None]
