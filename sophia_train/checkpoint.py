@@ -1,13 +1,25 @@
-"""Atomic save and safe load of the whole training state.
+"""The run folder's safety: exclusive ownership, atomic save and safe load, and resume vetting.
 
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over
-the old one (``os.replace`` is atomic on POSIX): a crash at any moment leaves either the previous
-checkpoint or the new one, never a torn file. Loading uses ``weights_only=True``.
+A checkpoint is written to a temporary file of its own name in the same folder, flushed to disk, then
+renamed over the old one (``os.replace`` is atomic on POSIX): a crash at any moment leaves either the
+previous checkpoint or the new one, never a torn file; a failed write (disk full) removes its temp file
+and leaves the previous checkpoint as it was. Loading uses ``weights_only=True``.
+
+One run per folder: ``RunFolderLock`` holds an OS lock (``fcntl.flock``) on ``run.lock`` for the whole
+run. The OS drops it when the process dies, so a SIGKILLed run never blocks its own resume.
+
+Resuming is the same run: ``config_changes`` lists what differs from the checkpoint's config among the
+settings that define a run (model, data, optimizer hyperparameters, batch and sequence layout, seed,
+schedule); the trainer refuses them unless named in ``train.resume_allow``.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +28,38 @@ import torch
 from .config import ConfigError
 
 CHECKPOINT_NAME = "ckpt.pt"
+LOCK_NAME = "run.lock"
 FORMAT_VERSION = 1
+
+#: Settings that may change when a run is resumed: where and how it runs, what it reports, never what it computes.
+RESUME_FREE_KEYS = (
+    "run_name", "data.dir", "optim.fused", "optim.foreach", "logger.",
+    "train.out_dir", "train.resume", "train.overwrite", "train.resume_allow", "train.stop_after_step",
+    "train.eval_interval", "train.eval_iters", "train.log_interval", "train.ckpt_interval", "train.device",
+    "train.dtype", "train.compile", "train.threads", "train.plot", "train.log_update_stats",
+    "train.skip_nonfinite", "train.max_skips_in_row",
+)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (unique temp file + fsync + rename); on failure the temp
+    file is removed and the previous file at ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -37,6 +68,14 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete temp files that killed runs left in ``folder`` (call only while holding its lock)."""
+    stale = [p for p in Path(folder).glob(f"{CHECKPOINT_NAME}.tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -54,3 +93,96 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path} is not a sophia_train checkpoint (format {FORMAT_VERSION}); it was left untouched.")
     return state
+
+
+def prepare_out_dir(folder: str | os.PathLike) -> Path:
+    """Create the run folder, or say in one paragraph why it cannot be (a file in the way, no permission)."""
+    folder = Path(folder)
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(
+            f"train.out_dir={folder} cannot be a run folder: {blocker} is a file, not a folder. Choose another "
+            f"train.out_dir (or run_name); nothing was written."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run folder train.out_dir={folder}: {e.strerror}. Choose a writable train.out_dir.") from None
+    return folder
+
+
+class RunFolderLock:
+    """Exclusive ownership of a run folder for as long as the run lives (an OS file lock)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunFolderLock":
+        """Take the lock or raise ``ConfigError`` naming the process that holds it; also proves the folder writable."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(
+                f"the run folder {self.path.parent} is not writable ({e.strerror}); choose another train.out_dir. "
+                f"Nothing was trained or written."
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"the run folder {self.path.parent} is in use by another run (PID {holder}); two runs in one folder "
+                f"would overwrite each other's checkpoint and metrics. Wait for it, stop it, or choose another "
+                f"train.out_dir; nothing was written."
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            why = "the disk is full" if e.errno == errno.ENOSPC else e.strerror
+            raise ConfigError(f"cannot write into the run folder {self.path.parent}: {why}. Free space or choose another train.out_dir.") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the OS also drops it when the process ends)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def _free(key: str) -> bool:
+    return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_FREE_KEYS)
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (checkpoint value, current value)}`` for the run-defining settings that differ.
+    Keys the checkpoint does not know (added to the project since) are not compared."""
+    a, b = _flatten(saved), _flatten(now)
+    return {k: (a[k], b.get(k)) for k in sorted(a) if not _free(k) and k in b and _norm(a[k]) != _norm(b[k])}
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def known_config_keys(now: dict[str, Any]) -> set[str]:
+    """Every dotted key of a config (for checking ``train.resume_allow``)."""
+    return set(_flatten(now))

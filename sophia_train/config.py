@@ -193,6 +193,7 @@ class TrainConfig:
     ckpt_interval: int = 500  # 0: only at the end
     out_dir: str = "runs/${run_name}"
     resume: bool = False  # continue the run in out_dir from its checkpoint
+    resume_allow: list[str] = field(default_factory=list)  # run-defining settings a resume may change, e.g. [optim.lr]
     overwrite: bool = False  # start afresh even if out_dir holds a checkpoint (it is replaced at the first save)
     stop_after_step: Optional[int] = None  # end this invocation early; the schedule still targets max_steps
     seed: int = 1337
@@ -202,6 +203,8 @@ class TrainConfig:
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
     plot: bool = True  # write loss_curve.png into out_dir at the end
     log_update_stats: bool = True  # max/mean |delta theta| at log steps (costs one parameter copy on those steps)
+    skip_nonfinite: bool = False  # skip a step whose loss or grad norm is NaN/inf (no update; one host sync per step)
+    max_skips_in_row: int = 10  # with skip_nonfinite: stop (exit 3) after this many skipped steps in a row
 
 
 @dataclass
@@ -334,6 +337,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables), got {t.grad_clip}.")
     _require(t.eval_iters > 0 and t.eval_interval > 0 and t.log_interval > 0, "train.eval_iters, eval_interval and log_interval must be positive.")
     _require(t.ckpt_interval >= 0, f"train.ckpt_interval must be >= 0, got {t.ckpt_interval}.")
+    _require(t.max_skips_in_row >= 1, f"train.max_skips_in_row must be >= 1, got {t.max_skips_in_row}.")
     if t.stop_after_step is not None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
