@@ -281,12 +281,14 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    # Schemas live in their own groups (schema/<group>/<name>), which each yaml names in its defaults
+    # list: stored in the groups themselves they would be offered as choices (optim=sophia_schema).
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/train", name="train", node=TrainConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     for name, schema in OPTIM_SCHEMAS.items():
-        cs.store(group="optim", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/optim", name=name, node=schema)
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -307,6 +309,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}.")
     _require(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}.")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}.")
+    eps = getattr(o, "eps", None)
+    if eps is not None:
+        _require(math.isfinite(eps) and eps > 0, f"optim.eps must be a positive number, got {eps}.")
     betas = getattr(o, "betas", None)
     if betas is not None:
         _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
@@ -338,6 +343,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _require(t.eval_iters > 0 and t.eval_interval > 0 and t.log_interval > 0, "train.eval_iters, eval_interval and log_interval must be positive.")
     _require(t.ckpt_interval >= 0, f"train.ckpt_interval must be >= 0, got {t.ckpt_interval}.")
     _require(t.max_skips_in_row >= 1, f"train.max_skips_in_row must be >= 1, got {t.max_skips_in_row}.")
+    _require(t.threads is None or t.threads >= 0, f"train.threads must be >= 1 (or 0 / null for torch's default), got {t.threads}.")
     if t.stop_after_step is not None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")

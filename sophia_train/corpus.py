@@ -51,14 +51,21 @@ def _python_docs_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 
-def default_corpus_text(corpus_file: str | None = None) -> tuple[str, str]:
+def corpus_path(corpus_file: str | None = None) -> str | None:
+    """The corpus file asked for (``--corpus-file``, else ``SOPHIA_CORPUS``), or None for the embedded one."""
+    return corpus_file or os.environ.get("SOPHIA_CORPUS") or None
+
+
+def default_corpus_text(corpus_file: str | None = None, encoding_errors: str = "strict") -> tuple[str, str]:
     """``(text, source)`` of the default corpus; paragraphs separated by blank lines."""
-    path = corpus_file or os.environ.get("SOPHIA_CORPUS")
+    from .config import ConfigError
+
+    path = corpus_path(corpus_file)
     if path:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"corpus file {p} (from --corpus-file or SOPHIA_CORPUS) does not exist")
-        return p.read_text(encoding="utf-8", errors="replace"), str(p)
+            raise ConfigError(f"corpus file {p} (from --corpus-file or SOPHIA_CORPUS) does not exist. Nothing was written.")
+        return p.read_text(encoding="utf-8", errors=encoding_errors), str(p)
     text = _kjv_text()
     if text:
         return text, "King James Bible (Debian bible-kjv)"

@@ -65,14 +65,33 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
                 f"Prepare it again with `{hint}`."
             )
     ds = TokenDataset(dir=d, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype, num_tokens=expected)
+    recorded = meta.get("max_token_id")
     for split in SPLITS:
-        head = np.asarray(ds.tokens(split)[: 1 << 20])
-        if head.size and int(head.max()) >= vocab_size:
+        # the whole file when meta.json does not record its largest id (or the file is small), else the head
+        whole = recorded is None or expected[split] <= FULL_SCAN_TOKENS
+        top = max_token_id(ds.tokens(split), None if whole else 1 << 20)
+        if whole and recorded is not None and top > int(recorded):
+            raise ConfigError(f"{label}: {split}.bin holds token id {top}, above the max_token_id {recorded} that meta.json "
+                              f"recorded when it was prepared: the file changed since. Prepare it again with `{hint}`.")
+        top = max(top, int(recorded) if recorded is not None else -1)
+        if top >= vocab_size:
             raise ConfigError(
-                f"{label}: {split}.bin holds token id {int(head.max())}, outside the vocabulary of {vocab_size} "
+                f"{label}: {split}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
                 f"in meta.json: the file is corrupt or belongs to another tokenizer. Prepare it again with `{hint}`."
             )
     return ds
+
+
+FULL_SCAN_TOKENS = 1 << 28  # files up to this size (512 MB of uint16) are scanned whole at every open (< 1 s)
+
+
+def max_token_id(tokens: np.ndarray, limit: int | None = None, chunk: int = 1 << 24) -> int:
+    """The largest id among the first ``limit`` tokens (all when None), read in chunks; -1 when empty."""
+    n = len(tokens) if limit is None else min(limit, len(tokens))
+    top = -1
+    for start in range(0, n, chunk):
+        top = max(top, int(np.asarray(tokens[start : min(n, start + chunk)]).max()))
+    return top
 
 
 def check_fits(ds: TokenDataset, seq_len: int) -> None:
@@ -92,14 +111,18 @@ def write_split(path: Path, ids: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_meta(d: Path, vocab_size: int, tokenizer: str, num_tokens: dict[str, int], source: str) -> None:
-    """Write ``meta.json`` describing a prepared dataset (written last: its presence marks completion)."""
+def write_meta(d: Path, vocab_size: int, tokenizer: str, num_tokens: dict[str, int], source: str,
+               max_token_id: int | None = None, **extra) -> None:
+    """Write ``meta.json`` describing a prepared dataset (written last: its presence marks completion).
+    ``max_token_id`` (the largest id in either split) lets ``open_dataset`` check ids without a scan."""
     meta = {
         "vocab_size": vocab_size,
         "tokenizer": tokenizer,
         "dtype": "uint16" if vocab_size <= 65536 else "uint32",
         "num_tokens": num_tokens,
         "source": source,
+        **({"max_token_id": int(max_token_id)} if max_token_id is not None else {}),
+        **extra,
     }
     tmp = d / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")

@@ -34,15 +34,27 @@ def dist_info_from_env() -> DistInfo:
 
 
 def pick_device(requested: str, info: DistInfo) -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
+    """``auto``: this rank's GPU when CUDA is available, else the CPU. Impossible choices raise ``ConfigError``."""
+    from .config import ConfigError
+
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"train.device={requested!r} is not a device: use auto, cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device={requested!r}: sophia_train trains on cpu or cuda (auto picks); {device.type} is not supported.")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device asks for CUDA but torch sees no GPU; use train.device=cpu")
+            raise ConfigError(
+                f"train.device={requested} asks for CUDA, but this torch ({torch.__version__}) sees no GPU: use "
+                f"train.device=cpu (or auto), or install a CUDA build of torch (make install TORCH_SPEC=torch)."
+            )
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={requested}: there is no GPU {device.index} (this machine has {torch.cuda.device_count()}).")
         torch.cuda.set_device(device)
     return device
 

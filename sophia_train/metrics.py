@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from .config import ConfigError
+
 # Dense bf16 peak FLOP/s by device-name substring (vendor datasheets, without sparsity).
 GPU_PEAK_FLOPS = {
     "H200": 989e12,
@@ -67,7 +69,7 @@ class MetricsLogger:
             try:
                 import wandb
             except ImportError:
-                raise RuntimeError("logger.wandb=true needs the wandb package: pip install wandb") from None
+                raise ConfigError("logger.wandb=true needs the wandb package: pip install wandb (or drop logger.wandb=true).") from None
             self._wandb = wandb.init(**wandb_cfg)
 
     def log(self, kind: str, record: dict[str, Any]) -> None:

@@ -74,6 +74,7 @@ class Trainer:
         self.info = info or DistInfo()
         t = cfg.train
         validate(cfg, self.info.world_size)
+        self.device = pick_device(t.device, self.info)
         self.accum = accum_per_rank(total_accum(t), self.info.world_size)
         self.seq_len = t.seq_len or cfg.model.block_size
         self.out_dir = Path(t.out_dir)
@@ -93,7 +94,6 @@ class Trainer:
         # --- device, process group, model -----------------------------------------------------------
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = pick_device(t.device, self.info)
         init_process_group(self.info, self.device)
         self.ptdtype = self._pick_dtype()
         self.autocast = (

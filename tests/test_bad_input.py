@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import shutil
 import subprocess
@@ -125,3 +126,158 @@ def test_overwrite_flag_starts_afresh(byte_data, tmp_path):
     Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=2"))).fit()
     summary = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=3", "train.overwrite=true"))).fit()
     assert summary["step"] == 3
+
+
+# --- token ids anywhere in the file -----------------------------------------------------------------
+def write_tokens(d, train, val, vocab=256, **meta_extra):
+    import numpy as np
+
+    from sophia_train.data import write_meta, write_split
+
+    d.mkdir(parents=True)
+    write_split(d / "train.bin", np.asarray(train, dtype=np.uint16))
+    write_split(d / "val.bin", np.asarray(val, dtype=np.uint16))
+    write_meta(d, vocab, "byte", {"train": len(train), "val": len(val)}, "test", **meta_extra)
+    return d
+
+
+def test_a_bad_token_id_late_in_the_file_is_found_before_training(tmp_path):
+    import numpy as np
+
+    train = np.random.default_rng(0).integers(0, 256, (1 << 20) + 5000)
+    train[-7] = 300  # past the first 2^20 tokens, where the old check stopped looking
+    d = write_tokens(tmp_path / "d", train, np.arange(200) % 256)
+    expect_error(tiny_overrides(d, tmp_path / "run"), "train.bin holds token id 300, outside the vocabulary of 256")
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+def test_prepare_records_the_largest_token_id_and_open_checks_it(byte_data, tmp_path):
+    meta = json.loads((byte_data / "meta.json").read_text())
+    assert 0 < meta["max_token_id"] < 256
+    d = write_tokens(tmp_path / "d", [1, 2, 3] * 100, [4, 5] * 100, max_token_id=3)
+    expect_error(tiny_overrides(d, tmp_path / "run"), "val.bin holds token id 5, above the max_token_id 3 that meta.json recorded")
+    d2 = write_tokens(tmp_path / "d2", [1, 2, 3] * 100, [4, 5] * 100, max_token_id=999)
+    expect_error(tiny_overrides(d2, tmp_path / "run"), "holds token id 999, outside the vocabulary of 256")
+
+
+# --- the run folder --------------------------------------------------------------------------------
+def test_out_dir_that_is_a_file_or_lies_below_one(byte_data, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("precious")
+    expect_error(tiny_overrides(byte_data, f), r"afile is a file, not a folder")
+    expect_error(tiny_overrides(byte_data, f / "run"), r"afile is a file, not a folder")
+    assert f.read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_dir(byte_data, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        expect_error(tiny_overrides(byte_data, ro / "run"), "cannot create the run folder")
+        expect_error(tiny_overrides(byte_data, ro), "is not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_out_dir_error_from_the_command_line_is_one_paragraph(byte_data, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    out = cli(*tiny_overrides(byte_data, f / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "is a file, not a folder" in out.stderr
+
+
+# --- devices and values -----------------------------------------------------------------------------
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "asks for CUDA, but this torch"),
+    ("tpu", "is not a device"),
+    ("meta", "meta is not supported"),
+])
+def test_impossible_devices(byte_data, tmp_path, device, message):
+    if device == "cuda" and torch_has_cuda():
+        pytest.skip("this machine has a GPU")
+    out = cli(*tiny_overrides(byte_data, tmp_path / "run", f"train.device={device}"))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("optim", ["sophia_g", "adamw", "s3", "adahessian"])
+def test_non_positive_eps(byte_data, tmp_path, optim):
+    expect_error(tiny_overrides(byte_data, tmp_path, "optim.eps=0", optim=optim), "optim.eps must be a positive number")
+    expect_error(tiny_overrides(byte_data, tmp_path, "optim.eps=-1e-8", optim=optim), "optim.eps must be a positive number")
+
+
+def test_negative_threads(byte_data, tmp_path):
+    expect_error(tiny_overrides(byte_data, tmp_path, "train.threads=-2"), "train.threads must be >= 1")
+
+
+# --- only real choices -----------------------------------------------------------------------------
+@pytest.mark.parametrize("choice", ["optim=sophia_schema", "optim=torch_schema", "data=data_schema", "+model=model_schema"])
+def test_internal_schemas_are_not_choices(choice):
+    args = ["+model=tiny", choice] if not choice.startswith("+model") else [choice]
+    out = cli(*args)
+    assert out.returncode != 0 and "Could not find" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    group = choice.lstrip("+").split("=")[0]
+    listed = out.stderr.split(f"Available options in '{group}':", 1)[1]
+    assert "_schema" not in listed
+
+
+# --- prepare_data.py --------------------------------------------------------------------------------
+def prepare(*args):
+    return subprocess.run([PYTHON, "scripts/prepare_data.py", *args], cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("content, args, message", [
+    ("", ["corpus", "--corpus-file", "{f}"], "holds no text"),
+    ("   \n\n  \n", ["corpus", "--corpus-file", "{f}"], "holds no text"),
+    ("Just one paragraph of text.\nStill the same paragraph.\n", ["corpus", "--corpus-file", "{f}"], "holds 1 document(s)"),
+    (None, ["corpus", "--corpus-file", "{f}"], "does not exist"),
+    (None, ["files", "x", "{f}"], "input files not found"),
+    ("a\n\nb\n\nc\n", ["corpus", "--corpus-file", "{f}", "--val-fraction", "1.5"], "must be a number strictly between 0 and 1"),
+    ("a\n\nb\n\nc\n", ["corpus", "--corpus-file", "{f}", "--val-fraction", "0"], "must be a number strictly between 0 and 1"),
+])
+def test_prepare_data_errors(tmp_path, content, args, message):
+    f = tmp_path / "input.txt"
+    if content is not None:
+        f.write_text(content)
+    out = prepare(*[a.format(f=f) for a in args], "--out", str(tmp_path / "out"))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def test_prepare_data_unsupported_extension(tmp_path):
+    f = tmp_path / "book.pdf"
+    f.write_bytes(b"%PDF-1.4")
+    out = prepare("files", "book", str(f), "--out", str(tmp_path / "out"))
+    assert out.returncode == 2 and "unsupported or mixed file types .pdf" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_prepare_data_non_utf8_is_refused_or_replaced_and_counted(tmp_path):
+    f = tmp_path / "latin1.txt"
+    paragraphs = [f"Paragraph {i}: caf\xe9 cr\xe8me br\xfbl\xe9e." for i in range(30)]
+    f.write_bytes("\n\n".join(paragraphs).encode("latin-1"))
+    out = prepare("files", "latin", str(f), "--out", str(tmp_path / "out"), "--tokenizer", "byte")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "is not valid UTF-8: 120 bytes are not, the first at byte offset 16" in out.stderr, out.stderr
+    assert not (tmp_path / "out").exists()
+    ok = prepare("files", "latin", str(f), "--out", str(tmp_path / "out"), "--tokenizer", "byte", "--encoding-errors", "replace")
+    assert ok.returncode == 0, ok.stderr
+    assert "replacing 120 bytes that are not UTF-8" in ok.stderr
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["num_tokens"]["train"] > 0
+
+
+def test_invalid_utf8_counts_across_chunk_boundaries(tmp_path):
+    from sophia_train.prepare import invalid_utf8
+
+    f = tmp_path / "t.txt"
+    data = ("é" * 10).encode() + b"\xff" + ("ü" * 3).encode() + b"\xfe\xfd"
+    f.write_bytes(data)
+    for chunk in (1, 2, 3, 7, 1 << 20):  # multi-byte characters split between reads must not count
+        assert invalid_utf8(f, chunk) == (3, 20)
