@@ -2,9 +2,12 @@
 """Mean optimizer-step time of Sophia-G vs AdamW on the same model and data, measured in one run.
 
 Steps of the two optimizers are interleaved in rounds so that machine noise hits both alike; the
-Sophia-G figure includes its GNB hook (every k steps), as in a real run. Example:
+Sophia-G figure includes its GNB hook (every k steps), as in a real run. A name ending in ``+stats``
+also measures |delta theta| (``train.log_update_stats``) every ``--log-interval`` steps, as ``fit`` does
+when that option is on. Example:
 
     python scripts/bench_step_time.py +model=tiny --steps 200 --rounds 4
+    python scripts/bench_step_time.py +model=tiny --optims adamw adamw+stats     # the cost of the statistic
 """
 
 from __future__ import annotations
@@ -23,29 +26,35 @@ from sophia_train.trainer import Trainer
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", default=["+model=tiny"], help="config overrides (default: +model=tiny)")
-    ap.add_argument("--optims", nargs="+", default=["adamw", "sophia_g"])
+    ap.add_argument("--optims", nargs="+", default=["adamw", "sophia_g"], help="optimizer configs; NAME+stats measures |delta theta| too")
     ap.add_argument("--steps", type=int, default=100, help="steps per optimizer per round")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps per optimizer first")
+    ap.add_argument("--log-interval", type=int, default=10, help="for NAME+stats: measure |delta theta| every this many steps")
     args = ap.parse_args()
     total = args.warmup + args.steps * args.rounds
     trainers = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.optims:
-            cfg = compose_config([*args.overrides, f"optim={name}", f"train.out_dir={tmp}/{name}", f"train.max_steps={total}", "train.warmup_steps=0", "train.plot=false"])
+        for i, name in enumerate(args.optims):
+            optim = name.removesuffix("+stats")
+            cfg = compose_config([*args.overrides, f"optim={optim}", f"train.out_dir={tmp}/{i}", f"train.max_steps={total}", "train.warmup_steps=0", "train.plot=false"])
             trainers[name] = Trainer(cfg)
         times = {name: [] for name in args.optims}
         step = {name: 0 for name in args.optims}
+
+        def run(name: str, tr: Trainer) -> None:
+            stats = name.endswith("+stats") and (step[name] + 1) % args.log_interval == 0
+            tr.train_step(step[name], measure_update=stats)
+            step[name] += 1
+
         for name, tr in trainers.items():
             for _ in range(args.warmup):
-                tr.train_step(step[name])
-                step[name] += 1
+                run(name, tr)
         for _ in range(args.rounds):
             for name, tr in trainers.items():
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    tr.train_step(step[name])
-                    step[name] += 1
+                    run(name, tr)
                 if tr.device.type == "cuda":
                     torch.cuda.synchronize()
                 times[name].append((time.perf_counter() - t0) * 1000 / args.steps)

@@ -202,7 +202,7 @@ class TrainConfig:
     compile: bool = False
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
     plot: bool = True  # write loss_curve.png into out_dir at the end
-    log_update_stats: bool = True  # max/mean |delta theta| at log steps (costs one parameter copy on those steps)
+    log_update_stats: bool = False  # max/mean |delta theta| at log steps (S3 Fig. 2): a copy of every parameter on those steps
     skip_nonfinite: bool = False  # skip a step whose loss or grad norm is NaN/inf (no update; one host sync per step)
     max_skips_in_row: int = 10  # with skip_nonfinite: stop (exit 3) after this many skipped steps in a row
 

@@ -136,7 +136,7 @@ def test_wandb_logger_offline(byte_data, tmp_path, monkeypatch):
 def test_hessian_based_optimizers_train_with_fast_attention(byte_data, tmp_path, optim):
     """The normal forward keeps SDPA's default (flash-style) kernels; only the HVP uses the math kernel."""
     cfg = compose(tiny_overrides(byte_data, tmp_path, "optim.hess_interval=3", "optim.hess_fraction=0.5", "train.max_steps=7",
-                                 "train.eval_interval=7", optim=optim))
+                                 "train.eval_interval=7", "train.log_update_stats=true", optim=optim))
     trainer = Trainer(cfg)
     summary = trainer.fit()
     assert math.isfinite(summary["final_val_loss"])
@@ -194,3 +194,18 @@ def test_compiled_model_trains_like_eager(byte_data, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-4 * a[step], (step, a[step], b[step])
+
+
+def test_update_stats_cost_nothing_unless_asked(byte_data, tmp_path, monkeypatch):
+    """By default no log step copies the parameters (a full model copy at GPT-2 XL size is 6 GB)."""
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=4", optim="adamw"))  # no estimator buffers
+    assert cfg.train.log_update_stats is False
+    trainer = Trainer(cfg)
+    clones = []
+    real_clone = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda self, *a, **kw: clones.append(self.numel()) or real_clone(self, *a, **kw))
+    trainer.fit()
+    n_params = sum(p.numel() for p in trainer.params)
+    assert sum(clones) < n_params, "a log step copied the model"
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert rows and not any("update_max" in r for r in rows)
