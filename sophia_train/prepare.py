@@ -27,6 +27,7 @@ _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as surroga
 
 OWT_HUB_ID = "Skylion007/openwebtext"
 OWT_REVISION = "refs/convert/parquet"  # the hub's parquet export: no loading script needed
+OWT_DOCUMENTS = 8_013_769  # the whole corpus; nanoGPT's prepare then reports ~9.0B train tokens
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,6 +115,7 @@ def prepare_hf_dataset(
     num_proc: int | None = None,
     seed: int = 2357,
     source: str = "",
+    meta_extra: dict | None = None,
 ) -> dict[str, int]:
     """Split a ``datasets.Dataset`` of documents into train/val, tokenize, and write the folder."""
     out = Path(out_dir)
@@ -143,7 +145,7 @@ def prepare_hf_dataset(
         )
         counts[name], split_max = _write_tokenized(tokenized, out / f"{name}.bin", dtype, f"writing {name}.bin")
         max_id = max(max_id, split_max)
-    write_meta(out, tok.vocab_size, tok.name, {s: counts[s] for s in SPLITS}, source, max_token_id=max_id)
+    write_meta(out, tok.vocab_size, tok.name, {s: counts[s] for s in SPLITS}, source, max_token_id=max_id, **(meta_extra or {}))
     return counts
 
 
@@ -176,10 +178,35 @@ def load_local_files(files: Sequence[str | os.PathLike], text_field: str = "text
 
 
 def load_openwebtext(hub_id: str = OWT_HUB_ID, revision: str | None = OWT_REVISION, num_proc: int | None = None):
-    """OpenWebText's 8M documents from the hub (downloads ~55 GB of parquet on first use)."""
+    """OpenWebText's 8M documents from the hub (downloads ~55 GB of parquet on first use); a source that
+    cannot be reached (offline, wrong id) is one paragraph, not a traceback."""
     from datasets import load_dataset
 
-    return load_dataset(hub_id, revision=revision, split="train", num_proc=num_proc)
+    try:
+        return load_dataset(hub_id, revision=revision or None, split="train", num_proc=num_proc)
+    except Exception as e:  # ConnectionError, offline-mode and not-found errors of datasets / huggingface_hub
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"could not load OpenWebText from {hub_id!r} (revision {revision or 'default'}): {type(e).__name__}: {first}. "
+            f"It is downloaded from the Hugging Face hub on first use (~55 GB of parquet into the hub cache, then "
+            f"~18 GB of token files): check the network (and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, which need a "
+            f"filled cache), or point --hub-id at a local copy. Nothing was written."
+        ) from None
+
+
+def check_complete(n_documents: int, expected: int, source: str, allow_partial: bool) -> dict:
+    """Refuse (or, with ``allow_partial``, loudly flag) a source holding fewer documents than the corpus has;
+    returns what meta.json records about it."""
+    record = {"documents": n_documents, "expected_documents": expected}
+    if n_documents >= expected:
+        return record
+    what = (f"{source} holds {n_documents:,} documents, but OpenWebText has {expected:,} ({n_documents / expected:.1%} of it): "
+            f"a partial source (the hub's auto-converted parquet branch can hold only part of a large dataset)")
+    if not allow_partial:
+        raise ConfigError(f"{what}. Training on it would not reproduce the paper. Use a complete copy (--hub-id/--revision), "
+                          f"or pass --allow-partial to prepare it anyway, flagged as partial in meta.json. Nothing was written.")
+    print(f"WARNING: {what}; preparing it anyway (--allow-partial), flagged as partial in meta.json", file=sys.stderr)
+    return {**record, "partial": True}
 
 
 def _data_root() -> Path:
@@ -224,6 +251,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     o.add_argument("--revision", default=OWT_REVISION)
     o.add_argument("--val-fraction", type=_fraction, default=0.0005)  # nanoGPT's split
     o.add_argument("--allow-partial", action="store_true", help="prepare even if the source lacks documents (flagged in meta.json)")
+    o.add_argument("--expected-documents", type=int, default=OWT_DOCUMENTS, help=argparse.SUPPRESS)
     f = sub.add_parser("files", help="local .txt / .jsonl / .parquet files")
     f.add_argument("name", help="dataset name: written to <data root>/<name> unless --out is given")
     f.add_argument("files", nargs="+")
@@ -237,7 +265,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--out", help="output folder (default: $SOPHIA_DATA_DIR or data/, then the name)")
         p.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1))
     args = ap.parse_args(argv)
-    text_field = "text"
+    text_field, meta_extra = "text", {}
     if args.source == "corpus":
         if corpus_path(args.corpus_file) and Path(corpus_path(args.corpus_file)).is_file():
             check_encoding([corpus_path(args.corpus_file)], args.encoding_errors)
@@ -249,6 +277,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         name = "corpus" if args.tokenizer == "byte" else f"corpus_{args.tokenizer}"
     elif args.source == "openwebtext":
         dataset, source, name = load_openwebtext(args.hub_id, args.revision, args.num_proc), args.hub_id, "openwebtext"
+        meta_extra = check_complete(len(dataset), args.expected_documents, source, args.allow_partial)
         if args.tokenizer != "gpt2":
             name = f"openwebtext_{args.tokenizer}"
     else:
@@ -258,7 +287,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     print(f"preparing {name} from {source}: {len(dataset):,} documents -> {out}")
     counts = prepare_hf_dataset(
         dataset, out, args.tokenizer, val_fraction=args.val_fraction, text_field=text_field,
-        num_proc=args.num_proc, source=source,
+        num_proc=args.num_proc, source=source, meta_extra=meta_extra,
     )
     print(f"wrote {out}: train {counts['train']:,} tokens, val {counts['val']:,} tokens ({args.tokenizer})")
     return 0

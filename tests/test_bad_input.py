@@ -281,3 +281,27 @@ def test_invalid_utf8_counts_across_chunk_boundaries(tmp_path):
     f.write_bytes(data)
     for chunk in (1, 2, 3, 7, 1 << 20):  # multi-byte characters split between reads must not count
         assert invalid_utf8(f, chunk) == (3, 20)
+
+
+# --- OpenWebText: a partial or unreachable source -------------------------------------------------
+def test_openwebtext_partial_source_is_refused_or_flagged(tmp_path):
+    src = tmp_path / "owt_partial"
+    src.mkdir()
+    (src / "train.jsonl").write_text("".join(json.dumps({"text": f"Document number {i}. " * 20}) + "\n" for i in range(40)))
+    out = prepare("openwebtext", "--hub-id", str(src), "--revision", "", "--tokenizer", "byte", "--out", str(tmp_path / "out"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "holds 40 documents, but OpenWebText has 8,013,769" in out.stderr and not (tmp_path / "out").exists()
+    ok = prepare("openwebtext", "--hub-id", str(src), "--revision", "", "--tokenizer", "byte", "--out", str(tmp_path / "out"), "--allow-partial")
+    assert ok.returncode == 0, ok.stderr
+    assert "WARNING" in ok.stderr and "partial source" in ok.stderr
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["partial"] is True and meta["documents"] == 40 and meta["expected_documents"] == 8013769
+
+
+def test_openwebtext_offline_is_one_paragraph(tmp_path):
+    env = dict(python_env(), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    out = subprocess.run([PYTHON, "scripts/prepare_data.py", "openwebtext", "--out", str(tmp_path / "out")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "could not load OpenWebText from 'Skylion007/openwebtext'" in out.stderr and "Nothing was written" in out.stderr
+    assert not (tmp_path / "out").exists()
