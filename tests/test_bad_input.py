@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import os
 import json
+import os
 import shutil
 import subprocess
 
 import pytest
 
 from conftest import PYTHON, REPO, compose, python_env, tiny_overrides
+from sophia_train import checkpoint as ckpt
 from sophia_train.config import ConfigError
 from sophia_train.distributed import DistInfo
 from sophia_train.trainer import Trainer
@@ -305,3 +307,33 @@ def test_openwebtext_offline_is_one_paragraph(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "could not load OpenWebText from 'Skylion007/openwebtext'" in out.stderr and "Nothing was written" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- disk full / unwritable while running ---------------------------------------------------------
+def test_a_failed_save_keeps_the_previous_checkpoint_and_removes_its_temp_file(byte_data, tmp_path, monkeypatch):
+    Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=4"))).fit()
+    good = (tmp_path / "ckpt.pt").read_bytes()
+
+    def disk_full(state, f):
+        f.write(b"x" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt.torch, "save", disk_full)
+    tr = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=8", "train.resume=true", "train.resume_allow=[train.max_steps]")))
+    with pytest.raises(ConfigError, match=r"could not write the checkpoint of step 8 .*the disk is full.*step 4\) is intact"):
+        tr.fit()
+    assert (tmp_path / "ckpt.pt").read_bytes() == good and not list(tmp_path.glob("ckpt.pt.tmp*"))
+
+
+def test_unwritable_run_folder_is_refused_before_any_step(byte_data, tmp_path, monkeypatch):
+    """As root chmod does not stop writes, so the OS refusal is simulated where the run folder is first written."""
+    real_open = os.open
+
+    def refuse(path, *a, **kw):
+        if str(path).endswith(ckpt.LOCK_NAME):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(ckpt.os, "open", refuse)
+    expect_error(tiny_overrides(byte_data, tmp_path / "run"), r"run folder .* is not writable \(Permission denied\)")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
