@@ -15,17 +15,21 @@ schedule); the trainer refuses them unless named in ``train.resume_allow``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
 
-from .config import ConfigError
+from .config import Config, ConfigError
 
 CHECKPOINT_NAME = "ckpt.pt"
 LOCK_NAME = "run.lock"
@@ -186,3 +190,143 @@ def _norm(v: Any) -> Any:
 def known_config_keys(now: dict[str, Any]) -> set[str]:
     """Every dotted key of a config (for checking ``train.resume_allow``)."""
     return set(_flatten(now))
+
+
+def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The run-defining settings that differ from the checkpoint's config; refuse any not in ``train.resume_allow``."""
+    now = OmegaConf.to_container(OmegaConf.structured(cfg))
+    allow = set(cfg.train.resume_allow)
+    unknown = sorted(allow - known_config_keys(now))
+    if unknown:
+        raise ConfigError(f"train.resume_allow names {', '.join(unknown)}, which are not config keys (e.g. optim.lr, train.max_steps).")
+    changes = config_changes(saved, now)
+    refused = {k: v for k, v in changes.items() if k not in allow}
+    if refused:
+        diff = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(
+            f"train.resume=true continues the run in {cfg.train.out_dir}, but settings that define the run differ from its "
+            f"checkpoint ({diff}). Put them back, start a new run in another train.out_dir, or accept them with "
+            f"train.resume_allow=[{','.join(refused)}]; a changed optim.lr, train.warmup_steps, train.max_steps or "
+            f"train.min_lr_ratio takes effect from the resumed step on the new schedule (the LR is a function of the "
+            f"step and those four: a larger max_steps re-stretches the cosine, so the LR jumps up). The checkpoint "
+            f"was left untouched."
+        )
+    return changes
+
+
+def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """Refuse to overwrite an earlier run's checkpoint; load and vet the one to resume (same model and optimizer)."""
+    t = cfg.train
+    if not t.resume:
+        if path.exists() and not t.overwrite:
+            raise ConfigError(
+                f"{path} already holds a checkpoint of an earlier run. Continue it with train.resume=true, replace it "
+                f"with train.overwrite=true, or choose another run_name / train.out_dir; it was left untouched."
+            )
+        return None
+    state = load_checkpoint(path)
+    saved = state.get("model_config", {})
+    if saved != model_config:
+        diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in model_config.items() if saved.get(k) != v)
+        raise ConfigError(
+            f"the checkpoint {path} belongs to another model ({state.get('model_name')}; {diff}). Resume it with the "
+            f"model it was trained with, or start a new run in another train.out_dir; the checkpoint was left untouched."
+        )
+    if state.get("optim_name") != cfg.optim.name:
+        raise ConfigError(
+            f"the checkpoint {path} was trained with optim={state.get('optim_name')}, not optim={cfg.optim.name}: its "
+            f"optimizer state cannot be reused. It was left untouched."
+        )
+    return state
+
+
+@dataclass
+class RunFolder:
+    """A vetted run folder: owned by this run (the lock, on rank 0) and the checkpoint to resume, if any."""
+
+    path: Path
+    lock: RunFolderLock | None
+    resume_state: dict[str, Any] | None
+    changes: dict[str, tuple[Any, Any]]  # run-defining settings changed on resume (allowed by train.resume_allow)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    def release(self) -> None:
+        """Give the folder up (the OS also does when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
+
+def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) -> RunFolder:
+    """Create and lock ``train.out_dir`` (rank 0), clear killed runs' temp files, vet the checkpoint to resume."""
+    path = Path(cfg.train.out_dir)
+    lock = None
+    if is_main:  # one run per folder; taking the lock also proves the folder writable before any step
+        lock = RunFolderLock(prepare_out_dir(path)).acquire()
+        for stale in remove_stale_temp_files(path):
+            print(f"removed {stale.name}, a temp file left by a killed run", flush=True)
+    state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME)
+    changes = vet_resume_config(cfg, state.get("config", {})) if state is not None else {}
+    return RunFolder(path, lock, state, changes)
+
+
+def rng_snapshot(device: torch.device) -> dict[str, torch.Tensor]:
+    """The RNG states a checkpoint keeps (torch's, and the GPU's on CUDA)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def training_state(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, model_config: Any, cfg: Config,
+                   snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Everything a resumed run needs, as one checkpoint dict (``snapshot``: RNG, clock and best val loss)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "model_config": dataclasses.asdict(model_config),
+        "model_name": cfg.model.name,
+        "optim_name": cfg.optim.name,
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+        **snapshot,
+    }
+
+
+def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, float]:
+    """Load a checkpoint's weights, optimizer state and RNG; returns its ``step``, ``best_val`` and ``elapsed_s``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng = state.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return {"step": int(state["step"]), "best_val": float(state.get("best_val", float("inf"))),
+            "elapsed_s": float(state.get("elapsed_s", 0.0))}
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The floating-point state tensors of an optimizer (what a checkpoint of it holds besides counters)."""
+    return [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+
+
+@torch.no_grad()
+def all_finite(tensors: list[torch.Tensor], flagged: torch.Tensor, distributed: bool) -> bool:
+    """Whether every tensor is finite and ``flagged`` (a NaN/inf loss seen) is false, on every rank.
+    Norms on device first and one host sync; an exact element check confirms a bad norm (a norm can
+    overflow where no element does)."""
+    from .distributed import all_reduce_mean_
+
+    device = flagged.device
+    norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)]) if tensors else torch.zeros(1, device=device)
+    bad = (~torch.isfinite(norms).all() | flagged).float().reshape(1)
+    all_reduce_mean_([bad])
+    if float(bad) == 0:
+        return True
+    if flagged or distributed:
+        return False
+    return all(bool(torch.isfinite(t).all()) for t in tensors)

@@ -17,12 +17,9 @@ from typing import Iterable
 
 import yaml
 
+from .curvature import ESTIMATORS
 from .metrics import read_metrics
 
-# Extra forward/backward work of a curvature estimate relative to one training step, per unit of
-# (hess_fraction / hess_interval): GNB is one forward+backward; Hutchinson's Hessian-vector product
-# costs about two backward passes on top (the paper's Table 1 puts either at ~5-6% with k = 10).
-ESTIMATOR_COST = {"gnb": 1.0, "empirical_fisher": 0.0, "hutchinson": 5.0 / 3.0}
 
 # Optimizer hyperparameters besides the LR that a tuning run may vary: runs that differ in one of
 # these are different groups (the same LR with another rho is another configuration, not another seed).
@@ -60,7 +57,8 @@ def load_run(path: str | os.PathLike) -> Run:
     est = o.get("estimator")
     overhead = 0.0
     if est and est != "none":
-        overhead = ESTIMATOR_COST.get(est, 1.0) * o.get("hess_fraction", 1.0) / o.get("hess_interval", 1)
+        cost = ESTIMATORS[est].cost if est in ESTIMATORS else 1.0
+        overhead = cost * o.get("hess_fraction", 1.0) / o.get("hess_interval", 1)
     start = next((r for r in rows if r["kind"] == "start"), {})
     train_elapsed = {r["step"]: r["elapsed_s"] for r in rows if r["kind"] == "train" and "elapsed_s" in r}
     evals = []

@@ -58,9 +58,6 @@ class AdamWConfig(OptimConfig):
     weight_decay: float = 0.1
 
 
-ESTIMATORS = ("gnb", "hutchinson", "empirical_fisher", "none")
-
-
 @dataclass
 class SophiaConfig(OptimConfig):
     """The Sophia family: Sophia-G/-H and the paper's ablations (Sec. 3.5), one update rule.
@@ -320,7 +317,10 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         _require(o.form in ("g", "h"), f"optim.form must be g or h, got {o.form!r}.")
         _require(not o.second_moment or o.form == "h", "optim.second_moment=true needs optim.form=h.")
     if isinstance(o, (SophiaConfig, AdaHessianConfig)):
-        _require(o.estimator in ESTIMATORS, f"optim.estimator must be one of {', '.join(ESTIMATORS)}, got {o.estimator!r}.")
+        from .curvature import ESTIMATORS  # the one registry of estimators
+
+        names = (*ESTIMATORS, "none")
+        _require(o.estimator in names, f"optim.estimator must be one of {', '.join(names)}, got {o.estimator!r}.")
         _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
         _require(0 < o.hess_fraction <= 1, f"optim.hess_fraction must be in (0, 1], got {o.hess_fraction}.")
     if isinstance(o, AdaHessianConfig):

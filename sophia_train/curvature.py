@@ -23,7 +23,8 @@ passes the unwrapped module and averages across ranks itself).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -139,3 +140,41 @@ def hutchinson_estimate(
             per_micro.append([torch.zeros_like(v) if h is None else h.detach() for v, h in zip(u, hv)])
     total = _mean_over_micro_batches(per_micro)
     return {p: (v * hv).to(p.dtype) for p, v, hv in zip(params, u, total)}
+
+
+def empirical_fisher_estimate(*_: object, **__: object) -> None:
+    """The real gradient squared (E-F+clip, Sec. 3.5): the optimizer reads ``.grad`` itself, so no estimate is passed."""
+    return None
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A curvature estimator as the training loop and the compute accounting see it.
+
+    ``estimate(model, micro_batches, params, seed, step, autocast, share)`` gets, for each micro-batch of
+    the step, ``(global index, inputs, targets)`` cut to the estimator's share of the sequences, and
+    ``share`` = that share (GNB tokens / step tokens); it returns ``{param: h_hat}`` or None (use ``.grad``).
+    ``cost``: its extra forward/backward work relative to one training step, per unit of
+    ``hess_fraction / hess_interval`` (the paper's Table 1 puts GNB or Hutchinson at ~5-6% with k = 10).
+    ``plain_module``: needs the unwrapped, uncompiled module (double backward: not through DDP or compile).
+    """
+
+    name: str
+    estimate: Callable[..., dict[torch.Tensor, torch.Tensor] | None]
+    cost: float
+    plain_module: bool
+
+
+def _gnb(model, micro, params, seed, step, autocast, share):
+    return gnb_estimate(model, [(j, x) for j, x, _ in micro], params, seed, step, autocast, share)
+
+
+def _hutchinson(model, micro, params, seed, step, autocast, share):
+    return hutchinson_estimate(model, [(x, y) for _, x, y in micro], params, seed, step, autocast)
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "gnb": Estimator("gnb", _gnb, cost=1.0, plain_module=False),  # one forward + backward
+    "hutchinson": Estimator("hutchinson", _hutchinson, cost=5.0 / 3.0, plain_module=True),  # + a double backward
+    "empirical_fisher": Estimator("empirical_fisher", empirical_fisher_estimate, cost=0.0, plain_module=False),
+}

@@ -99,12 +99,3 @@ def all_reduce_mean_(tensors: list[torch.Tensor], bucket_elems: int = 1 << 25) -
             flush()
         bucket.append(t)
     flush()
-
-
-def broadcast_object(obj, src: int = 0):
-    """Send a picklable object from ``src`` to every rank (identity in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

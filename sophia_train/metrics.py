@@ -100,3 +100,26 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def open_run_log(cfg: Any, out_dir: Path, resumed_at: int | None, enabled: bool) -> MetricsLogger:
+    """The run's metrics sink: ``metrics.jsonl`` (a resumed run keeps the rows up to its step, a new run
+    starts it afresh), ``config.yaml``, and wandb when ``logger.wandb`` is on. Rank 0 only writes."""
+    from omegaconf import OmegaConf
+
+    if enabled:
+        metrics = out_dir / "metrics.jsonl"
+        if resumed_at is not None and metrics.exists():  # drop rows logged after the checkpoint we resume from
+            keep = [r for r in read_metrics(metrics) if r.get("step", 0) <= resumed_at]
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        elif resumed_at is None and metrics.exists():
+            metrics.unlink()
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    wandb_cfg = None
+    lc = cfg.logger
+    if lc.wandb and enabled:
+        wandb_cfg = dict(
+            project=lc.wandb_project, name=lc.wandb_run_name or cfg.run_name, dir=str(out_dir),
+            config=OmegaConf.to_container(OmegaConf.structured(cfg)), resume="allow", id=None,
+        )
+    return MetricsLogger(out_dir, enabled=enabled, wandb_cfg=wandb_cfg)

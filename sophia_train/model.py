@@ -8,12 +8,18 @@ large models (Sec. 3.4, Fig. 6b).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``n`` (``n`` itself for a multiple of 0 or 1)."""
+    return n if multiple <= 1 else -(-n // multiple) * multiple
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
@@ -33,6 +39,21 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     attn_scale_by_layer: bool = False
+
+
+def gpt_config(m, dataset_vocab: int, data_name: str = "") -> GPTConfig:
+    """The shape a model config (``config.ModelConfig``) asks for; the vocabulary comes from the dataset
+    (padded to ``pad_vocab_to``) unless ``vocab_size`` is set."""
+    from .config import ConfigError
+
+    vocab = m.vocab_size if m.vocab_size is not None else round_up(dataset_vocab, m.pad_vocab_to)
+    if vocab < dataset_vocab:
+        raise ConfigError(
+            f"model.vocab_size={vocab} is smaller than the vocabulary of dataset {data_name!r} ({dataset_vocab}); "
+            f"leave model.vocab_size unset to take it from the data."
+        )
+    shape = {f.name: getattr(m, f.name) for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"}
+    return GPTConfig(**shape, vocab_size=vocab)
 
 
 class CausalSelfAttention(nn.Module):

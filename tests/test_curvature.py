@@ -189,7 +189,7 @@ def test_trainer_gnb_denominator_is_the_gauss_newton_diagonal_for_any_fraction(t
         rep = (x[:1].repeat(x.shape[0], 1), y[:1].repeat(y.shape[0], 1))
         tr.sampler.get = lambda split, step, index: rep
         opt, params = tr.optimizer, tr.params
-        frozen = copy.deepcopy(tr.raw_model.state_dict())
+        frozen = copy.deepcopy(tr.model.state_dict())
         terms = []
         real_step = opt.step
 
@@ -207,8 +207,8 @@ def test_trainer_gnb_denominator_is_the_gauss_newton_diagonal_for_any_fraction(t
         opt.step = step_recording_denominator
         for step in range(draws):
             tr.train_step(step)
-            tr.raw_model.load_state_dict(frozen)
-        ref = copy.deepcopy(tr.raw_model).double()
+            tr.model.load_state_dict(frozen)
+        ref = copy.deepcopy(tr.model).double()
         exact = exact_gauss_newton_diagonal(ref, rep[0][:1])
         results[fraction] = (torch.stack(terms), exact)
 

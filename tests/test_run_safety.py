@@ -76,7 +76,7 @@ class PoisonedLoss(torch.nn.Module):
 
 def test_skip_nonfinite_skips_bad_steps_and_counts_them(byte_data, tmp_path):
     tr = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.skip_nonfinite=true", "train.ckpt_interval=4", optim="adamw")))
-    tr.model = PoisonedLoss(tr.model, bad_calls={4, 5})  # steps 4 and 5 (one micro-batch per step)
+    tr.train_model = PoisonedLoss(tr.train_model, bad_calls={4, 5})  # steps 4 and 5 (one micro-batch per step)
     summary = tr.fit()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     train = [r for r in rows if r["kind"] == "train"]
@@ -87,14 +87,14 @@ def test_skip_nonfinite_skips_bad_steps_and_counts_them(byte_data, tmp_path):
 
 def test_too_many_skips_in_a_row_stop_the_run(byte_data, tmp_path):
     tr = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.skip_nonfinite=true", "train.max_skips_in_row=3", optim="adamw")))
-    tr.model = PoisonedLoss(tr.model, bad_calls={6, 7, 8})
+    tr.train_model = PoisonedLoss(tr.train_model, bad_calls={6, 7, 8})
     with pytest.raises(TrainingDiverged, match="3 steps in a row up to step 8"):
         tr.fit()
 
 
 def test_without_skipping_a_nan_loss_between_checkpoints_is_never_saved(byte_data, tmp_path):
     tr = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.ckpt_interval=5", "train.log_interval=100", optim="adamw")))
-    tr.model = PoisonedLoss(tr.model, bad_calls={8})
+    tr.train_model = PoisonedLoss(tr.train_model, bad_calls={8})
     with pytest.raises(TrainingDiverged, match=r"step 5\) is intact"):
         tr.fit()
     assert ckpt.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 5 and checkpoint_is_finite(tmp_path / "ckpt.pt")

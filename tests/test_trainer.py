@@ -45,7 +45,7 @@ def test_gnb_estimate_is_not_clipped_and_real_gradient_is_undisturbed(byte_data,
     # A clip threshold far below any gradient norm: the real gradient is clipped on every step.
     cfg = compose(tiny_overrides(byte_data, tmp_path, "train.grad_clip=1e-6", "optim.hess_fraction=0.5"))
     trainer = Trainer(cfg)
-    model0 = copy.deepcopy(trainer.raw_model)
+    model0 = copy.deepcopy(trainer.model)
     n = round(0.5 * cfg.train.batch_size)
     x, y = trainer.sampler.get("train", 0, 0)
 
@@ -58,7 +58,7 @@ def test_gnb_estimate_is_not_clipped_and_real_gradient_is_undisturbed(byte_data,
 
     trainer.train_step(0)
     beta1, beta2 = cfg.optim.betas
-    for p, p0, pr in zip(trainer.raw_model.parameters(), model0.parameters(), ref.parameters()):
+    for p, p0, pr in zip(trainer.model.parameters(), model0.parameters(), ref.parameters()):
         state = trainer.optimizer.state[p]
         torch.testing.assert_close(state["h"], (1 - beta2) * gnb_share * expected_h[p0], rtol=1e-5, atol=1e-12)
         torch.testing.assert_close(state["m"], (1 - beta1) * pr.grad, rtol=1e-5, atol=1e-12)
@@ -172,7 +172,7 @@ def test_bf16_autocast_path_trains_like_fp32(byte_data, tmp_path, optim):
     bf16 = Trainer(compose(tiny_overrides(byte_data, tmp_path / "bf16", *extra, "train.dtype=bfloat16", optim=optim)))
     assert bf16.ptdtype == torch.bfloat16
     bf16.fit()
-    assert all(p.dtype == torch.float32 for p in bf16.raw_model.parameters())
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
     hs = [s["h"] for s in bf16.optimizer.state.values()]
     assert all(h.dtype == torch.float32 and torch.isfinite(h).all() for h in hs) and any(h.abs().sum() > 0 for h in hs)
     a, b = train_losses(tmp_path / "fp32"), train_losses(tmp_path / "bf16")
@@ -188,7 +188,7 @@ def test_compiled_model_trains_like_eager(byte_data, tmp_path):
     extra = ("optim.hess_interval=3", "train.max_steps=8", "train.eval_interval=4")
     Trainer(compose(tiny_overrides(byte_data, tmp_path / "eager", *extra))).fit()
     compiled = Trainer(compose(tiny_overrides(byte_data, tmp_path / "compiled", *extra, "train.compile=true")))
-    assert compiled.fwd_model is not compiled.raw_model
+    assert compiled.compiled_model is not compiled.model
     compiled.fit()
     a, b = train_losses(tmp_path / "eager"), train_losses(tmp_path / "compiled")
     assert sorted(a) == sorted(b) == list(range(1, 9))

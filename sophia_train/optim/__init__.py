@@ -27,6 +27,7 @@ from ..config import (
     TorchOptimConfig,
 )
 from .adahessian import AdaHessian
+from .contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature
 from .flat import FusedFlatMixin
 from .lion import Lion
 from .muon import MuonAdamW, split_for_muon
@@ -37,6 +38,7 @@ from .sophia import SophiaG, SophiaH
 __all__ = [
     "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
     "build_optimizer", "param_groups", "hessian_estimator", "implementation",
+    "CurvatureOptimizer", "curvature_norm", "optimizer_step", "step_stats", "update_curvature",
 ]
 
 

@@ -17,9 +17,10 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure, lazy_state
+from .contract import CurvatureOptimizer
 
 
-class AdaHessian(Optimizer):
+class AdaHessian(CurvatureOptimizer, Optimizer):
     """Second-order Adam: ``update_hessian(estimates)`` feeds D, ``step()`` applies the update."""
 
     def __init__(
@@ -38,7 +39,6 @@ class AdaHessian(Optimizer):
         if not 0.0 < hessian_power <= 1.0:
             raise ValueError(f"Invalid hessian_power: {hessian_power}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power))
-        self.last_stats: dict[str, torch.Tensor] = {}
 
     def _state_for(self, p: torch.Tensor) -> dict:
         return lazy_state(self.state[p], p, ("m", "v"), counters=("step", "hessian_step"))

@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..model import round_up
+
 #: Element alignment of every parameter inside a flat buffer (GPT-2 shapes need no padding at all).
 ALIGN = 64
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def _alias(buf: torch.Tensor, offset: int, shape: torch.Size) -> torch.Tensor:
@@ -61,7 +59,7 @@ class FlatGroup:
         offsets, pos = [], 0
         for p in params:
             offsets.append((pos, p.numel()))
-            pos = _round_up(pos + p.numel(), ALIGN)
+            pos = round_up(pos + p.numel(), ALIGN)
         total = pos
         param_buf = torch.zeros(total, dtype=dtype, device=device)
         grad_buf = torch.zeros(total, dtype=dtype, device=device)
@@ -87,7 +85,7 @@ class FlatGroup:
         for (o, n), on in zip(self.offsets, mask):
             if not on:
                 continue
-            stop = _round_up(o + n, ALIGN)
+            stop = round_up(o + n, ALIGN)
             if out and out[-1][0].stop == o:
                 out[-1] = (slice(out[-1][0].start, stop), out[-1][1] + n)
             else:

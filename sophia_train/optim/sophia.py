@@ -27,10 +27,11 @@ import torch
 from torch.optim import Optimizer
 
 from ._common import evaluate_closure, lazy_state, unfused_update
+from .contract import CurvatureOptimizer
 from .flat import FusedFlatMixin
 
 
-class SophiaG(FusedFlatMixin, Optimizer):
+class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
     """Sophia with a diagonal-Hessian EMA refreshed by ``update_hessian()``.
 
     Drop-in for the official repo's ``SophiaG(params, lr, betas, rho, weight_decay)``:
@@ -46,8 +47,7 @@ class SophiaG(FusedFlatMixin, Optimizer):
     cut into pieces of ``optim._common.CPU_FOREACH_CHUNK`` elements).
     """
 
-    #: The trainer passes ``bs`` (tokens per optimizer step) to ``step`` when this is true.
-    takes_tokens_per_step = True
+    takes_tokens_per_step = True  # step(bs=tokens per optimizer step): the rho * bs * h denominator
     _flat_state = ("m", "h")
 
     def __init__(
