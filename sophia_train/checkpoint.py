@@ -160,7 +160,10 @@ class RunFolderLock:
             self._fd = None
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except (AttributeError, TypeError, OSError):  # at interpreter exit module globals may already be gone;
+            pass  # the OS drops the lock with the process anyway
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
