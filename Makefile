@@ -1,7 +1,7 @@
 # sophia_train — common tasks. Everything runs inside a local virtualenv ($(VENV)).
 #   make demo    install, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
 #   make test    install, run the test suite (CPU only)
-#   make bench   step time of every optimizer, the Sophia update side by side, what the kernels compile to
+#   make bench   step time Sophia-G vs AdamW, the Sophia update side by side, what the kernels compile to
 # GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
 
 PYTHON      ?= python3
@@ -53,9 +53,9 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: install data
-	$(BIN)/python scripts/bench_step_time.py
+	$(BIN)/python bench/bench_step_time.py
 	$(BIN)/python bench/bench_sophia_update.py
-	$(BIN)/python scripts/compile_kernels.py
+	$(BIN)/python bench/compile_kernels.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -98,3 +98,20 @@ def plot_diagnostics(runs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7)
     return save_figure(fig, out_png)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of ``scripts/plot_runs.py``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Plot runs' loss curves (and optionally the paper's diagnostics) into PNGs.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
+    ap.add_argument("-o", "--out", default="loss_curves.png")
+    ap.add_argument("--x", choices=sorted(X_AXES), default="step")
+    ap.add_argument("--val-only", action="store_true")
+    ap.add_argument("--title")
+    ap.add_argument("--diagnostics", metavar="PNG", help="also plot clip share, ||h|| and grad-clip rate here")
+    args = ap.parse_args(argv)
+    print(plot_runs(args.runs, args.out, title=args.title, x=args.x, val_only=args.val_only))
+    if args.diagnostics:
+        print(plot_diagnostics(args.runs, args.diagnostics))

@@ -37,3 +37,22 @@ def generate_text(run: str | os.PathLike, prompt: str = "\n", max_new_tokens: in
     x = torch.tensor([ids], dtype=torch.long, device=device)
     out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
     return tok.decode(out[0].tolist())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of ``scripts/sample.py``."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description='Sample text from a trained run: `python scripts/sample.py runs/demo --prompt "And God said" -n 300`.')
+    ap.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
+    ap.add_argument("--prompt", default="\n")
+    ap.add_argument("-n", "--max-new-tokens", type=int, default=200)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top-k", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        print(generate_text(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 
 import pytest
 
@@ -12,15 +10,9 @@ from conftest import PYTHON, REPO, python_env
 
 pytest.importorskip("triton")
 
-SCRIPT = REPO / "scripts" / "compile_kernels.py"
+from sophia_train_kernels import codegen  # noqa: E402
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("compile_kernels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compile_kernels"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = REPO / "bench" / "compile_kernels.py"
 
 
 def test_traffic_is_read_off_the_ptx():
@@ -30,10 +22,9 @@ def test_traffic_is_read_off_the_ptx():
         @%p2 st.global.v2.b32 [ %rd3 + 0 ], { %r5, %r6 };
         @%p3 atom.global.gpu.acq_rel.add.u32 %r7, [ %rd4 + 0 ], %r8;
     """
-    script = load_script()
-    t = script.global_traffic(ptx, threads=128, block=256)  # 2 elements per thread
+    t = codegen.global_traffic(ptx, threads=128, block=256)  # 2 elements per thread
     assert t["read"] == (16 + 2) / 2 and t["write"] == 8 / 2 and t["widths"] == [16, 64, 128]
-    assert script.approximate_ops("div.full.f32 %r1, %r2, %r3;\n div.rn.f32 %r4, %r2, %r3;\n sqrt.approx.ftz.f32 %r5, %r1;") == [
+    assert codegen.approximate_ops("div.full.f32 %r1, %r2, %r3;\n div.rn.f32 %r4, %r2, %r3;\n sqrt.approx.ftz.f32 %r5, %r1;") == [
         "div.full.f32", "sqrt.approx.ftz.f32"]
 
 
@@ -44,7 +35,7 @@ def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_access
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines() if line.startswith("| sm_")]
-    n_variants = len(load_script().variants(1024))
+    n_variants = len(codegen.variants(1024))
     assert len(rows) == 2 * (n_variants + 1)
     kernels = {r[1] for r in rows}
     assert kernels == {"sophia_step", "hessian_ema", "lion", "s3"}

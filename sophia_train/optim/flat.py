@@ -16,7 +16,7 @@ with a gradient (one stretch, the whole buffer, when every parameter has one).
 
 Every parameter starts at a multiple of ``ALIGN`` elements and the buffers' length is one too: the
 Triton JIT then sees 16-divisible sizes and emits 128-bit loads and stores (with an odd length it
-falls back to scalar ones; ``scripts/compile_kernels.py`` shows the difference), and each parameter
+falls back to scalar ones; ``bench/compile_kernels.py`` shows the difference), and each parameter
 view stays aligned for cuBLAS. Padding elements stay zero in every buffer (no view covers them).
 """
 

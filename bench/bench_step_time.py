@@ -6,8 +6,8 @@ Sophia-G figure includes its GNB hook (every k steps), as in a real run. A name 
 also measures |delta theta| (``train.log_update_stats``) every ``--log-interval`` steps, as ``fit`` does
 when that option is on. Example:
 
-    python scripts/bench_step_time.py +model=tiny --steps 200 --rounds 4
-    python scripts/bench_step_time.py +model=tiny --optims adamw adamw+stats     # the cost of the statistic
+    python bench/bench_step_time.py +model=tiny --steps 200 --rounds 4
+    python bench/bench_step_time.py +model=tiny --optims adamw adamw+stats     # the cost of the statistic
 """
 
 from __future__ import annotations

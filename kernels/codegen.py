@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Compile the optimizer kernels for NVIDIA GPUs without one, and check their memory traffic.
 
 Triton compiles ahead of time for any target (``GPUTarget("cuda", 90, 32)`` is an H100) with the
@@ -9,8 +8,10 @@ writes p, m, 16 + 8 bytes). It also reports the vector width: with the flat buff
 lengths the JIT emits 128-bit accesses; an odd length (the ``n%16!=0`` rows) gives scalar ones.
 Last, it lists approximate floating-point instructions (Sophia's kernels use IEEE ``div.rn``/``sqrt.rn``).
 
-    python scripts/compile_kernels.py                  # sm_80 and sm_90, markdown table
-    python scripts/compile_kernels.py --arch 90 --check   # exit 1 if any kernel is not single-pass
+    python bench/compile_kernels.py                     # sm_80 and sm_90, markdown table
+    python bench/compile_kernels.py --arch 90 --check   # exit 1 if any kernel is not single-pass
+
+Import it with ``TRITON_INTERPRET`` unset (the kernels read it at import); ``bench/compile_kernels.py`` does.
 
 The specialization mirrors what the JIT does at run time: pointers from the caching allocator are
 16-byte aligned and integer arguments divisible by 16 get a divisibility hint.
@@ -19,14 +20,10 @@ The specialization mirrors what the JIT does at run time: pointers from the cach
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2}
 
@@ -141,11 +138,11 @@ def analyse(arches: list[int]) -> list[dict]:
 
 
 def main() -> int:
+    """Command line of ``bench/compile_kernels.py``: the table, and with ``--check`` the exit status."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities (80: A100, 90: H100)")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every kernel is single-pass with 128-bit accesses only")
     args = ap.parse_args()
-    os.environ.pop("TRITON_INTERPRET", None)  # compile for real (the kernels module reads it at import)
     try:
         import triton
     except ImportError:
@@ -166,7 +163,3 @@ def main() -> int:
         print(f"error: {len(bad)} kernel(s) are not single-pass with 128-bit accesses", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -197,3 +197,23 @@ def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
             f"{v['seeds_matched']} ({v['match_from']} runs) |"
         )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of ``scripts/compare_runs.py``."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description="The paper's T/2-vs-T comparison (Sec. 3.2) over run folders, printed as Markdown.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("roots", nargs="+", help="folders searched for runs (config.yaml + metrics.jsonl)")
+    ap.add_argument("--baseline", default="adamw", help="optimizer A, run for T steps")
+    ap.add_argument("--steps", type=int, required=True, help="T; candidates are read at T/2")
+    ap.add_argument("-o", "--out", help="also write the report to this file")
+    args = ap.parse_args(argv)
+    runs = find_runs(args.roots)
+    if not runs:
+        raise SystemExit(f"no runs (config.yaml + metrics.jsonl) under {', '.join(args.roots)}")
+    report = markdown_report(runs, args.baseline, args.steps)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
