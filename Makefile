@@ -1,6 +1,7 @@
 # sophia_train — common tasks. Everything runs inside a local virtualenv ($(VENV)).
 #   make demo    install, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
-#   make test    install, run the test suite (CPU only)
+#   make test    install, lint (ruff), run the test suite (CPU only)
+#   make lint    ruff check (style and imports; settings in pyproject.toml)
 #   make bench   step time Sophia-G vs AdamW, the Sophia update side by side, what the kernels compile to
 # GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
 
@@ -22,7 +23,7 @@ ifneq ($(wildcard $(SHARED)/data/tinyshakespeare/input.txt),)
 export SOPHIA_TEST_CORPUS ?= $(SHARED)/data/tinyshakespeare/input.txt
 endif
 
-.PHONY: install data demo test test-fast bench clean
+.PHONY: install data demo lint test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +47,10 @@ demo: install data
 	@echo "--- a sample from the demo model (python scripts/sample.py $(DEMO_OUT)) ---"
 	$(BIN)/python scripts/sample.py $(DEMO_OUT) --prompt "And God said" -n 240
 
-test: install
+lint: install
+	$(BIN)/python -m ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install

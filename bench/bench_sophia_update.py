@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from sophia_train.model import GPT, GPTConfig
 import sophia_train.optim._common as optim_common
-from sophia_train.optim import SophiaG
+from sophia_train.model import GPT, GPTConfig
+from sophia_train.optim import SophiaG, param_groups
 
 # (n_layer, n_head, n_embd) giving roughly the named size (millions, vocab 50304 tied)
 SHAPES = {10: (4, 4, 256), 30: (6, 6, 384), 100: (10, 12, 768), 124: (12, 12, 768), 355: (24, 16, 1024), 770: (36, 20, 1280)}
@@ -77,7 +77,7 @@ def make_params(shapes, device, dtype):
 
 def sophia_variant(shapes, device, dtype, **kw):
     params = make_params(shapes, device, dtype)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.2}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = param_groups(params, 0.2)
     opt = SophiaG(groups, lr=1e-4, **kw)
     opt.update_hessian()  # h from the grads: a realistic mix of clipped and unclipped coordinates
     return lambda: opt.step(bs=480 * 1024)

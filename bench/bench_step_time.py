@@ -37,7 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.optims):
             optim = name.removesuffix("+stats")
-            cfg = compose_config([*args.overrides, f"optim={optim}", f"train.out_dir={tmp}/{i}", f"train.max_steps={total}", "train.warmup_steps=0", "train.plot=false"])
+            cfg = compose_config([*args.overrides, f"optim={optim}", f"train.out_dir={tmp}/{i}", f"train.max_steps={total}",
+                                  "train.warmup_steps=0", "train.plot=false"])
             trainers[name] = Trainer(cfg)
         times = {name: [] for name in args.optims}
         step = {name: 0 for name in args.optims}

@@ -20,7 +20,6 @@ import yaml
 from .curvature import ESTIMATORS
 from .metrics import read_metrics
 
-
 # Optimizer hyperparameters besides the LR that a tuning run may vary: runs that differ in one of
 # these are different groups (the same LR with another rho is another configuration, not another seed).
 TUNED_HPARAMS = ("rho",)
@@ -183,7 +182,8 @@ def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
         f"first got to the baseline's final loss, as a fraction of the baseline's steps, compute (tokens x estimator "
         f"overhead) and wall-clock; from its T/2 runs, else its T runs.",
         "",
-        f"| candidate at T/2 = {steps // 2} | its final val | {baseline} final at T | reached? | first match: steps | compute | wall-clock | seeds matching |",
+        f"| candidate at T/2 = {steps // 2} | its final val | {baseline} final at T | reached? "
+        "| first match: steps | compute | wall-clock | seeds matching |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for optim, rs in sorted(best_half.items()):
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from pathlib import Path
 
-    ap = argparse.ArgumentParser(description="The paper's T/2-vs-T comparison (Sec. 3.2) over run folders, printed as Markdown.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description="The paper's T/2-vs-T comparison (Sec. 3.2) over run folders, printed as Markdown.")
     ap.add_argument("roots", nargs="+", help="folders searched for runs (config.yaml + metrics.jsonl)")
     ap.add_argument("--baseline", default="adamw", help="optimizer A, run for T steps")
     ap.add_argument("--steps", type=int, required=True, help="T; candidates are read at T/2")

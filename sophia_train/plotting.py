@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/plot_runs.py``."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Plot runs' loss curves (and optionally the paper's diagnostics) into PNGs.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description="Plot runs' loss curves (and optionally the paper's diagnostics) into PNGs.")
     ap.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
     ap.add_argument("-o", "--out", default="loss_curves.png")
     ap.add_argument("--x", choices=sorted(X_AXES), default="step")

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/toy_2d.py``."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Reproduce the Sophia paper's Figure 2 and the lecture's contour / saddle comparisons as PNGs.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description="Reproduce the Sophia paper's Figure 2 and the lecture's contour / saddle comparisons as PNGs.")
     ap.add_argument("--out", default="results/toy")
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args(argv)

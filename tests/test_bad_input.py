@@ -86,8 +86,9 @@ def test_token_ids_outside_vocabulary(byte_data, tmp_path):
 
 
 def test_dataset_too_small_for_sequence(byte_data, tmp_path):
-    from sophia_train.data import write_meta, write_split
     import numpy as np
+
+    from sophia_train.data import write_meta, write_split
 
     d = tmp_path / "small"
     d.mkdir()

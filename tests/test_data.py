@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sophia_train.data import BatchSampler, open_dataset
-from sophia_train.prepare import load_local_files, main as prepare_main, prepare_hf_dataset
+from sophia_train.prepare import load_local_files, prepare_hf_dataset
+from sophia_train.prepare import main as prepare_main
 from sophia_train.tokenizer import get_tokenizer
 
 

@@ -60,7 +60,8 @@ def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, opt_cl
         if t % K == 0:
             if grad_convention:
                 for p, h in zip(params, hess[t]):
-                    p.grad.copy_(torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE)) if p.grad is not None else setattr(p, "grad", torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE))
+                    g = torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE)
+                    p.grad.copy_(g) if p.grad is not None else setattr(p, "grad", g)
                 opt.update_hessian()
             else:
                 opt.update_hessian({p: torch.tensor(h, dtype=dtype, device=DEVICE) for p, h in zip(params, hess[t])})

@@ -103,7 +103,8 @@ def test_without_skipping_a_nan_loss_between_checkpoints_is_never_saved(byte_dat
 # --- 4. one run per folder -------------------------------------------------------------------------
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_holder(byte_data, tmp_path):
     args = tiny_overrides(byte_data, tmp_path, "train.max_steps=100000", "train.log_interval=50")
-    first = subprocess.Popen([PYTHON, "-m", "sophia_train", *args], cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([PYTHON, "-m", "sophia_train", *args], cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
@@ -127,7 +128,8 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_holder(byte_data,
 
 
 # --- 5. resume is the same run --------------------------------------------------------------------
-@pytest.mark.parametrize("change", ["train.seed=7", "train.batch_size=2", "optim.lr=1e-3", "optim.rho=0.1", "train.max_steps=30", "train.warmup_steps=3", "optim.betas=[0.9,0.99]"])
+@pytest.mark.parametrize("change", ["train.seed=7", "train.batch_size=2", "optim.lr=1e-3", "optim.rho=0.1", "train.max_steps=30",
+                                    "train.warmup_steps=3", "optim.betas=[0.9,0.99]"])
 def test_resume_refuses_a_changed_run_with_a_diff(byte_data, tmp_path, change):
     Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=20", "train.stop_after_step=4"))).fit()
     key = change.split("=")[0]

@@ -9,7 +9,7 @@ AdamW); the classes here all decay decoupled, theta <- theta * (1 - lr * wd).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -42,9 +42,9 @@ __all__ = [
 ]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into a decayed group (dim >= 2) and an undecayed one (dim < 2)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def param_groups(params: nn.Module | Iterable[torch.Tensor], weight_decay: float) -> list[dict]:
+    """Split trainable parameters (of a module, or given) into a decayed group (dim >= 2) and an undecayed one (dim < 2)."""
+    params = [p for p in (params.parameters() if isinstance(params, nn.Module) else params) if p.requires_grad]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -88,10 +88,7 @@ def _normalize(model: nn.Module, cfg: NormalizeConfig, device: torch.device) -> 
 
 def _muon(model: nn.Module, cfg: MuonConfig, device: torch.device) -> torch.optim.Optimizer:
     hidden, rest = split_for_muon(model)
-    adamw_groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    adamw_groups = param_groups(rest, cfg.weight_decay)
     return MuonAdamW(hidden, adamw_groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                      nesterov=cfg.nesterov, ns_steps=cfg.ns_steps, betas=tuple(cfg.betas), eps=cfg.eps)
 
