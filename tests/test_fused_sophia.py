@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
+import reference  # noqa: E402
 from conftest import compose, tiny_overrides  # noqa: E402
 from sophia_train.metrics import read_metrics  # noqa: E402
 from sophia_train.optim import SophiaG  # noqa: E402
@@ -36,50 +37,25 @@ def to_bf16(x):
     return torch.tensor(x).to(torch.bfloat16).double().numpy()
 
 
-def reference(p0, grads, hess, lrs, betas=(0.965, 0.99), rho=0.05, wd=(0.2, 0.2, 0.2, 0.0, 0.0), eps=1e-15, store=lambda x: x):
-    """Float64 Sophia-G; ``store`` rounds the parameters as their storage dtype would after each step."""
-    theta, m, h = [p.copy() for p in p0], [np.zeros_like(p) for p in p0], [np.zeros_like(p) for p in p0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            if t % K == 0:
-                h[i] = betas[1] * h[i] + (1 - betas[1]) * hess[t][i]
-            theta[i] *= 1 - lrs[t] * wd[i]
-            m[i] = betas[0] * m[i] + (1 - betas[0]) * grads[t][i]
-            theta[i] -= lrs[t] * np.sign(m[i]) * np.minimum(np.abs(m[i]) / (rho * BS * np.maximum(h[i], 0) + eps), 1)
-            theta[i] = store(theta[i])
-    return theta, m, h
+WD = (0.2, 0.2, 0.2, 0.0, 0.0)  # the first three parameters form the decayed group
+
+
+def sophia_reference(p0, grads, hess, lrs, betas=(0.965, 0.99), rho=0.05, eps=1e-15, store=lambda x: x):
+    """Float64 Sophia-G of this file's problems (``store`` rounds as the parameters' dtype would)."""
+    return reference.sophia(p0, grads, hess, lrs, WD, betas=betas, rho=rho, eps=eps, k=K, bs=BS, store=store)
 
 
 def run(p0, grads, hess, lrs, dtype=torch.float32, grad_convention=False, opt_cls=SophiaG, **kw):
-    params = [torch.tensor(p, dtype=dtype, device=DEVICE, requires_grad=True) for p in p0]
-    opt = opt_cls([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
-    counts = []
-    for t in range(STEPS):
-        for g in opt.param_groups:
-            g["lr"] = lrs[t]
-        if t % K == 0:
-            if grad_convention:
-                for p, h in zip(params, hess[t]):
-                    g = torch.tensor(np.sqrt(h), dtype=dtype, device=DEVICE)
-                    p.grad.copy_(g) if p.grad is not None else setattr(p, "grad", g)
-                opt.update_hessian()
-            else:
-                opt.update_hessian({p: torch.tensor(h, dtype=dtype, device=DEVICE) for p, h in zip(params, hess[t])})
-            opt.zero_grad()
-        for p, g in zip(params, grads[t]):
-            if p.grad is None:
-                p.grad = torch.tensor(g, dtype=dtype, device=DEVICE)
-            else:
-                p.grad.copy_(torch.tensor(g, dtype=dtype, device=DEVICE))
-        opt.step(bs=BS) if opt_cls.takes_tokens_per_step else opt.step()
-        counts.append(opt.last_stats["not_clipped_frac"])
-    return params, opt, counts
+    """Drive ``opt_cls`` over this file's problems on DEVICE -> (params, optimizer, not-clipped fractions)."""
+    estimate = {"hess_as_grads": [[np.sqrt(h) for h in row] for row in hess]} if grad_convention else {"hess": hess}
+    return reference.drive(lambda groups: opt_cls(groups, lr=lrs[0], **kw), p0, grads, lrs, decayed=3, weight_decay=0.2, dtype=dtype,
+                           device=DEVICE, k=K, step_kwargs={"bs": BS} if opt_cls.takes_tokens_per_step else None, **estimate)
 
 
 @pytest.mark.parametrize("grad_convention", [False, True])
 def test_fused_kernel_matches_float64_reference_and_unfused(grad_convention):
     p0, grads, hess, lrs = make_data()
-    theta, m_ref, h_ref = reference(p0, grads, hess, lrs)
+    theta, m_ref, h_ref = sophia_reference(p0, grads, hess, lrs)
     fused, opt_f, counts_f = run(p0, grads, hess, lrs, fused=True, grad_convention=grad_convention)
     assert opt_f.fused
     plain, opt_p, counts_p = run(p0, grads, hess, lrs, fused=False, foreach=False, grad_convention=grad_convention)
@@ -109,7 +85,7 @@ def test_fused_bf16_params_keep_fp32_state():
     p0, grads, hess, lrs = make_data(2)
     p0 = [to_bf16(p) for p in p0]
     grads = [[to_bf16(g) for g in row] for row in grads]  # what a bf16 model's gradients hold
-    theta, m_ref, _ = reference(p0, grads, hess, lrs, store=to_bf16)
+    theta, m_ref, _ = sophia_reference(p0, grads, hess, lrs, store=to_bf16)
     params, opt, _ = run(p0, grads, hess, lrs, dtype=torch.bfloat16, fused=True)
     mismatched = 0
     for i, p in enumerate(params):
@@ -200,17 +176,8 @@ def test_fused_path_in_the_trainer_matches_foreach_and_resumes(byte_data, tmp_pa
 
 
 def run_simple(opt_cls, p0, grads, lrs, dtype=torch.float32, **kw):
-    params = [torch.tensor(p, dtype=dtype, device=DEVICE, requires_grad=True) for p in p0]
-    opt = opt_cls([{"params": params[:3], "weight_decay": 0.2}, {"params": params[3:], "weight_decay": 0.0}], lr=lrs[0], **kw)
-    for t in range(STEPS):
-        for g in opt.param_groups:
-            g["lr"] = lrs[t]
-        for p, g in zip(params, grads[t]):
-            if p.grad is None:
-                p.grad = torch.tensor(g, dtype=dtype, device=DEVICE)
-            else:
-                p.grad.copy_(torch.tensor(g, dtype=dtype, device=DEVICE))
-        opt.step()
+    params, opt, _ = reference.drive(lambda groups: opt_cls(groups, lr=lrs[0], **kw), p0, grads, lrs, decayed=3, weight_decay=0.2,
+                                     dtype=dtype, device=DEVICE)
     return params, opt
 
 
@@ -245,15 +212,8 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
     hess = [[rng.standard_normal(s) * 0.5 + (1.0 if not clip else 0.0) for s in SHAPES] for _ in range(STEPS)]
     b1, b2, eps, wd = 0.96, 0.99, 0.02, (0.2, 0.2, 0.2, 0.0, 0.0)  # eps large enough to tell max(gamma h, eps) from gamma h + eps
     gamma = 0.2 if second_moment else 20.0  # a mix of clipped and unclipped coordinates
-    theta, m, h = [p.copy() for p in p0], [np.zeros_like(p) for p in p0], [np.zeros_like(p) for p in p0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            if t % K == 0:
-                h[i] = b2 * h[i] + (1 - b2) * (hess[t][i] ** 2 if second_moment else hess[t][i])
-            theta[i] *= 1 - lrs[t] * wd[i]
-            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
-            u = m[i] / np.maximum(gamma * (np.sqrt(h[i]) if second_moment else h[i]), eps)
-            theta[i] -= lrs[t] * (np.clip(u, -1, 1) if clip else u)
+    theta, _, h = reference.sophia(p0, grads, hess, lrs, wd, betas=(b1, b2), rho=gamma, eps=eps, k=K,
+                                   denominator="max_sqrt" if second_moment else "max", clip=clip)
 
     kw = dict(opt_cls=SophiaH, betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment)
     fused, opt_f, fracs_f = run(p0, grads, hess, lrs, fused=True, **kw)

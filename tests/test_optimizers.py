@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import reference
 from conftest import compose
 from sophia_train.model import GPT, GPTConfig
 from sophia_train.optim import AdaHessian, Lion, NormalizedMomentum, SoftSignSGD, SophiaG, SophiaH, build_optimizer
@@ -30,16 +31,7 @@ def make_problem(seed=0):
 
 
 def run_torch(opt_factory, params0, grads, lrs, hess=None, k=1, step_kwargs=None):
-    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in params0]
-    opt = opt_factory([{"params": params[:2], "weight_decay": WD[0]}, {"params": params[2:], "weight_decay": 0.0}])
-    for t in range(STEPS):
-        for g in opt.param_groups:
-            g["lr"] = lrs[t]
-        if hess is not None and t % k == 0:
-            opt.update_hessian({p: torch.tensor(h) for p, h in zip(params, hess[t])})
-        for p, g in zip(params, grads[t]):
-            p.grad = torch.tensor(g)
-        opt.step(**(step_kwargs or {}))
+    params, _, _ = reference.drive(opt_factory, params0, grads, lrs, decayed=2, weight_decay=WD[0], hess=hess, k=k, step_kwargs=step_kwargs)
     return [p.detach().numpy() for p in params]
 
 
@@ -60,12 +52,7 @@ def assert_all_close(got, want):
 def test_lion_reference(foreach):
     params0, grads, _, lrs = make_problem(1)
     b1, b2 = 0.95, 0.98
-    theta, m = [p.copy() for p in params0], [np.zeros_like(p) for p in params0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            c = b1 * m[i] + (1 - b1) * grads[t][i]
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * np.sign(c)
-            m[i] = b2 * m[i] + (1 - b2) * grads[t][i]
+    theta, _ = reference.lion(params0, grads, lrs, WD, betas=(b1, b2))
     got = run_torch(lambda g: Lion(g, lr=lrs[0], betas=(b1, b2), foreach=foreach), params0, grads, lrs)
     assert_all_close(got, theta)
 
@@ -75,20 +62,7 @@ def test_lion_reference(foreach):
 def test_s3_reference(nesterov, p_order, foreach):
     params0, grads, _, lrs = make_problem(2)
     beta, eps = 0.95, 1e-8
-    theta = [p.copy() for p in params0]
-    m = [np.zeros_like(p) for p in params0]
-    s = [np.zeros_like(p) for p in params0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            g = grads[t][i]
-            m[i] = beta * m[i] + (1 - beta) * g  # Alg. 1 line 4
-            s[i] = beta * s[i] + (1 - beta) * np.abs(g) ** p_order  # line 5
-            if nesterov:
-                n = beta * m[i] + (1 - beta) * g  # line 6
-                b = (beta * s[i] + (1 - beta) * np.abs(g) ** p_order) ** (1 / p_order)  # line 7
-            else:
-                n, b = m[i], s[i] ** (1 / p_order)
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * n / (b + eps)  # line 8 + decoupled wd
+    theta, _, _ = reference.s3(params0, grads, lrs, WD, beta=beta, p=p_order, eps=eps, nesterov=nesterov)
     got = run_torch(lambda g: SoftSignSGD(g, lr=lrs[0], beta=beta, p=p_order, eps=eps, nesterov=nesterov, foreach=foreach),
                     params0, grads, lrs)
     assert_all_close(got, theta)
@@ -123,19 +97,8 @@ def test_sophia_h_reference(second_moment, clip, foreach):
     if not clip:  # unclipped updates need a positive, well-scaled h to stay finite
         hess = [[np.abs(h) + 0.5 for h in row] for row in hess]
     b1, b2, gamma, eps, k = 0.96, 0.99, 0.01, 1e-12, 3
-    theta = [p.copy() for p in params0]
-    m = [np.zeros_like(p) for p in params0]
-    h = [np.zeros_like(p) for p in params0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            if t % k == 0:
-                est = hess[t][i] ** 2 if second_moment else hess[t][i]
-                h[i] = b2 * h[i] + (1 - b2) * est
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i])
-            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
-            pre = np.sqrt(h[i]) if second_moment else h[i]
-            u = m[i] / np.maximum(gamma * pre, eps)
-            theta[i] = theta[i] - lrs[t] * (np.clip(u, -1, 1) if clip else u)
+    theta, _, _ = reference.sophia(params0, grads, hess, lrs, WD, betas=(b1, b2), rho=gamma, eps=eps, k=k,
+                                   denominator="max_sqrt" if second_moment else "max", clip=clip)
     got = run_torch(
         lambda g: SophiaH(g, lr=lrs[0], betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment,
                           foreach=foreach),
@@ -148,16 +111,7 @@ def test_sophia_g_without_clipping_reference(foreach):
     params0, grads, hess, lrs = make_problem(4)
     hess = [[h * h for h in row] for row in hess]
     b1, b2, rho, eps, bs, k = 0.965, 0.99, 0.05, 1e-15, 32, 2
-    theta = [p.copy() for p in params0]
-    m = [np.zeros_like(p) for p in params0]
-    h = [np.zeros_like(p) for p in params0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            if t % k == 0:
-                h[i] = b2 * h[i] + (1 - b2) * hess[t][i]
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i])
-            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
-            theta[i] = theta[i] - lrs[t] * m[i] / (rho * bs * h[i] + eps)
+    theta, _, _ = reference.sophia(params0, grads, hess, lrs, WD, betas=(b1, b2), rho=rho, eps=eps, k=k, bs=bs, clip=False)
     got = run_torch(lambda g: SophiaG(g, lr=lrs[0], betas=(b1, b2), rho=rho, eps=eps, clip=False, foreach=foreach), params0, grads, lrs,
                     hess=hess, k=k, step_kwargs={"bs": bs})
     assert_all_close(got, theta)
@@ -168,20 +122,7 @@ def test_adahessian_reference(k):
     """Yao et al.: bias-corrected m and v = EMA of D^2, update m_hat / (sqrt(v_hat)^power + eps)."""
     params0, grads, hess, lrs = make_problem(5)
     b1, b2, eps, power = 0.92, 0.99, 1e-4, 0.5
-    theta = [p.copy() for p in params0]
-    m = [np.zeros_like(p) for p in params0]
-    v = [np.zeros_like(p) for p in params0]
-    nh = 0
-    for t in range(STEPS):
-        if t % k == 0:
-            nh += 1
-            for i in range(len(theta)):
-                v[i] = b2 * v[i] + (1 - b2) * hess[t][i] ** 2
-        for i in range(len(theta)):
-            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
-            m_hat = m[i] / (1 - b1 ** (t + 1))
-            v_hat = v[i] / (1 - b2**nh)
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * m_hat / (np.sqrt(v_hat) ** power + eps)
+    theta, _, _ = reference.adahessian(params0, grads, hess, lrs, WD, betas=(b1, b2), eps=eps, power=power, k=k)
     got = run_torch(lambda g: AdaHessian(g, lr=lrs[0], betas=(b1, b2), eps=eps, hessian_power=power), params0, grads, lrs, hess=hess, k=k)
     assert_all_close(got, theta)
 
@@ -189,12 +130,7 @@ def test_adahessian_reference(k):
 def test_normalized_momentum_reference():
     params0, grads, _, lrs = make_problem(6)
     beta, eps = 0.965, 1e-12
-    theta, m = [p.copy() for p in params0], [np.zeros_like(p) for p in params0]
-    for t in range(STEPS):
-        for i in range(len(theta)):
-            m[i] = beta * m[i] + (1 - beta) * grads[t][i]
-            rms = np.sqrt(np.mean(m[i] ** 2))
-            theta[i] = theta[i] * (1 - lrs[t] * WD[i]) - lrs[t] * m[i] / (rms + eps)
+    theta, _ = reference.normalized_momentum(params0, grads, lrs, WD, beta=beta, eps=eps)
     got = run_torch(lambda g: NormalizedMomentum(g, lr=lrs[0], beta=beta, eps=eps), params0, grads, lrs)
     assert_all_close(got, theta)
 

@@ -8,27 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import reference
 from sophia_train.optim import SophiaG
 
 SHAPES = [(7,), (5, 3), (2, 3, 4), (1,)]
-
-
-def reference_run(params0, grads, hess, steps, lrs, betas, rho, wd_per_param, eps, bs, k):
-    """theta <- theta(1 - lr wd); m <- b1 m + (1-b1) g; every k steps h <- b2 h + (1-b2) h_hat;
-    theta <- theta - lr sign(m) min(|m| / (rho bs max(h, 0) + eps), 1)  (h < 0: sign momentum)."""
-    b1, b2 = betas
-    theta = [p.copy() for p in params0]
-    m = [np.zeros_like(p) for p in params0]
-    h = [np.zeros_like(p) for p in params0]
-    for t in range(steps):
-        for i in range(len(theta)):
-            if t % k == 0:
-                h[i] = b2 * h[i] + (1 - b2) * hess[t][i]
-            theta[i] = theta[i] * (1 - lrs[t] * wd_per_param[i])
-            m[i] = b1 * m[i] + (1 - b1) * grads[t][i]
-            ratio = np.minimum(np.abs(m[i]) / (rho * bs * np.maximum(h[i], 0.0) + eps), 1.0)
-            theta[i] = theta[i] - lrs[t] * np.sign(m[i]) * ratio
-    return theta, m, h
 
 
 @pytest.mark.parametrize("use_grad_convention", [False, True])
@@ -46,26 +29,11 @@ def test_sophia_matches_float64_reference(use_grad_convention):
     lrs = [1e-2 * (1 - t / steps) + 1e-3 for t in range(steps)]
     wd = [0.2, 0.2, 0.0, 0.0]
 
-    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in params0]
-    opt = SophiaG(
-        [{"params": params[:2], "weight_decay": 0.2}, {"params": params[2:], "weight_decay": 0.0}],
-        lr=lrs[0], betas=betas, rho=rho, eps=eps,
+    params, opt, _ = reference.drive(
+        lambda groups: SophiaG(groups, lr=lrs[0], betas=betas, rho=rho, eps=eps), params0, grads, lrs, decayed=2, weight_decay=0.2,
+        k=k, step_kwargs={"bs": bs}, **({"hess_as_grads": g_hat} if use_grad_convention else {"hess": hess}),
     )
-    for t in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lrs[t]
-        if t % k == 0:
-            if use_grad_convention:
-                for p, gh in zip(params, g_hat[t]):
-                    p.grad = torch.tensor(gh)
-                opt.update_hessian()
-            else:
-                opt.update_hessian({p: torch.tensor(h) for p, h in zip(params, hess[t])})
-        for p, g in zip(params, grads[t]):
-            p.grad = torch.tensor(g)
-        opt.step(bs=bs)
-
-    theta, m, h = reference_run(params0, grads, hess, steps, lrs, betas, rho, wd, eps, bs, k)
+    theta, m, h = reference.sophia(params0, grads, hess, lrs, wd, betas=betas, rho=rho, eps=eps, k=k, bs=bs)
     for i, p in enumerate(params):
         np.testing.assert_allclose(p.detach().numpy(), theta[i], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(opt.state[p]["m"].numpy(), m[i], rtol=1e-12, atol=1e-14)

@@ -200,6 +200,15 @@ class FusedFlatMixin:
             fg.reattach_grads()
             yield self.param_groups[gi], fg
 
+    def fused_stretches(self):
+        """For each stretch of parameters with a gradient: ``(group, params, grads, {state name: buffer}, padding)``,
+        slices of the flat buffers a kernel updates in place (``padding``: alignment elements inside the
+        stretch, always zero). Each group's shared step counter advances once its stretches are done."""
+        for group, fg in self.flat_groups():
+            for sl, n in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
+                yield group, fg.param_buf[sl], fg.grad_buf[sl], {k: v[sl] for k, v in fg.state.items()}, sl.stop - sl.start - n
+            self._count_step(fg)
+
     def _count_step(self, fg: FlatGroup) -> None:
         """Advance the step counter the group's parameters share (one tensor for all of them)."""
         self.state[fg.params[0]]["step"] += 1

@@ -45,11 +45,9 @@ class Lion(FusedFlatMixin, Optimizer):
         if self._flat:
             from sophia_train_kernels import lion_step_
 
-            for group, fg in self.flat_groups():
-                for sl, _ in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
-                    lion_step_(fg.param_buf[sl], fg.grad_buf[sl], fg.state["m"][sl], lr=group["lr"],
-                               wd=group["weight_decay"], beta1=group["betas"][0], beta2=group["betas"][1])
-                self._count_step(fg)
+            for group, param, grad, state, _ in self.fused_stretches():
+                lion_step_(param, grad, state["m"], lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],
+                           beta2=group["betas"][1])
             return loss
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]

@@ -66,12 +66,9 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
         if self._flat:
             from sophia_train_kernels import s3_step_
 
-            for group, fg in self.flat_groups():
-                for sl, _ in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
-                    s3_step_(fg.param_buf[sl], fg.grad_buf[sl], fg.state["m"][sl], fg.state["s"][sl], lr=group["lr"],
-                             wd=group["weight_decay"], beta=group["beta"], power=group["p"], eps=group["eps"],
-                             nesterov=group["nesterov"])
-                self._count_step(fg)
+            for group, param, grad, state, _ in self.fused_stretches():
+                s3_step_(param, grad, state["m"], state["s"], lr=group["lr"], wd=group["weight_decay"], beta=group["beta"],
+                         power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
             return loss
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]

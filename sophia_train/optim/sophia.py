@@ -150,16 +150,13 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
         if self._flat:
             from sophia_train_kernels import sophia_step_
 
-            for group, fg in self.flat_groups():
-                for sl, n in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
-                    count = torch.zeros(1, dtype=torch.int64, device=fg.param_buf.device)
-                    sophia_step_(fg.param_buf[sl], fg.grad_buf[sl], fg.state["m"][sl], fg.state["h"][sl], count,
-                                 lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],
-                                 scale=group["rho"] * bs, eps=group["eps"], clip=group["clip"],
-                                 denominator=self._kernel_denominator(group))
-                    counts.append(count - (sl.stop - sl.start - n))  # padding: m = 0, so ratio 0 and always counted
-                    total += n
-                self._count_step(fg)
+            for group, param, grad, state, padding in self.fused_stretches():
+                count = torch.zeros(1, dtype=torch.int64, device=param.device)
+                sophia_step_(param, grad, state["m"], state["h"], count, lr=group["lr"], wd=group["weight_decay"],
+                             beta1=group["betas"][0], scale=group["rho"] * bs, eps=group["eps"], clip=group["clip"],
+                             denominator=self._kernel_denominator(group))
+                counts.append(count - padding)  # padding: m = 0, so ratio 0 and always counted
+                total += param.numel() - padding
         else:
             for group in self.param_groups:
                 params = [p for p in group["params"] if p.grad is not None]
