@@ -62,15 +62,15 @@ class AdamWConfig(OptimConfig):
 class SophiaConfig(OptimConfig):
     """The Sophia family: Sophia-G/-H and the paper's ablations (Sec. 3.5), one update rule.
 
-    ``form``: ``g`` = official SophiaG (denominator rho*bs*h + eps, bs = tokens per step),
-    ``h`` = paper Eq. (6) (max(rho*h, eps), rho playing gamma). ``estimator`` feeds ``h`` every
+    ``denominator`` (the name the kernel uses too): ``official`` = SophiaG, rho*bs*max(h, 0) + eps with bs =
+    tokens per step; ``max`` = Sophia-H, paper Eq. (6) max(rho*h, eps) with rho playing gamma; ``max_sqrt`` =
+    AH+clip, an EMA of h_hat^2 and max(rho*sqrt(h), eps). ``estimator`` feeds ``h`` every
     ``hess_interval`` steps on ``hess_fraction`` of each micro-batch's sequences (paper: GNB 240 of
-    480, Hutchinson 32 of 480). ``clip=false`` drops the min(., 1); ``second_moment=true`` keeps an EMA
-    of h_hat^2 and divides by its square root (AH+clip, form h only).
+    480, Hutchinson 32 of 480). ``clip=false`` drops the min(., 1).
     """
 
     name: str = "sophia_g"
-    form: str = "g"
+    denominator: str = "official"
     lr: float = 6e-4
     betas: tuple[float, float] = (0.965, 0.99)
     rho: float = 0.05
@@ -80,7 +80,6 @@ class SophiaConfig(OptimConfig):
     hess_interval: int = 10
     hess_fraction: float = 0.5
     clip: bool = True
-    second_moment: bool = False
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
     foreach: Optional[bool] = None  # torch._foreach_* path; false: the per-tensor loop
 
@@ -314,8 +313,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
     if isinstance(o, SophiaConfig):
         _require(o.rho > 0, f"optim.rho must be positive, got {o.rho}.")
-        _require(o.form in ("g", "h"), f"optim.form must be g or h, got {o.form!r}.")
-        _require(not o.second_moment or o.form == "h", "optim.second_moment=true needs optim.form=h.")
+        names = ("official", "max", "max_sqrt")  # the kernel's DENOMINATORS
+        _require(o.denominator in names, f"optim.denominator must be one of {', '.join(names)}, got {o.denominator!r}.")
     if isinstance(o, (SophiaConfig, AdaHessianConfig)):
         from .curvature import ESTIMATORS  # the one registry of estimators
 

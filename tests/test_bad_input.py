@@ -49,6 +49,7 @@ def test_negative_and_impossible_values(byte_data, tmp_path):
     expect_error(tiny_overrides(byte_data, tmp_path, "optim.lr=-0.1"), "optim.lr must be a positive")
     expect_error(tiny_overrides(byte_data, tmp_path, "train.batch_size=0"), "train.batch_size must be positive")
     expect_error(tiny_overrides(byte_data, tmp_path, "optim.rho=0"), "optim.rho must be positive")
+    expect_error(tiny_overrides(byte_data, tmp_path, "optim.denominator=sqrt"), "optim.denominator must be one of official, max, max_sqrt")
     expect_error(tiny_overrides(byte_data, tmp_path, "train.warmup_steps=100"), "warmup_steps")
     expect_error(tiny_overrides(byte_data, tmp_path, "model.n_head=3"), "not divisible by n_head")
     expect_error(tiny_overrides(byte_data, tmp_path, "train.seq_len=64"), "larger than the block size of model nano")

@@ -215,7 +215,7 @@ def test_fused_sophia_h_matches_eq6_reference_and_unfused(second_moment, clip):
     theta, _, h = reference.sophia(p0, grads, hess, lrs, wd, betas=(b1, b2), rho=gamma, eps=eps, k=K,
                                    denominator="max_sqrt" if second_moment else "max", clip=clip)
 
-    kw = dict(opt_cls=SophiaH, betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment)
+    kw = dict(opt_cls=SophiaH, betas=(b1, b2), rho=gamma, eps=eps, clip=clip, denominator="max_sqrt" if second_moment else "max")
     fused, opt_f, fracs_f = run(p0, grads, hess, lrs, fused=True, **kw)
     plain, _, fracs_p = run(p0, grads, hess, lrs, fused=False, foreach=False, **kw)
     fracs_f, fracs_p = [float(c) for c in fracs_f], [float(c) for c in fracs_p]

@@ -100,7 +100,7 @@ def test_sophia_h_reference(second_moment, clip, foreach):
     theta, _, _ = reference.sophia(params0, grads, hess, lrs, WD, betas=(b1, b2), rho=gamma, eps=eps, k=k,
                                    denominator="max_sqrt" if second_moment else "max", clip=clip)
     got = run_torch(
-        lambda g: SophiaH(g, lr=lrs[0], betas=(b1, b2), rho=gamma, eps=eps, clip=clip, second_moment=second_moment,
+        lambda g: SophiaH(g, lr=lrs[0], betas=(b1, b2), rho=gamma, eps=eps, clip=clip, denominator="max_sqrt" if second_moment else "max",
                           foreach=foreach),
         params0, grads, lrs, hess=hess, k=k,
     )
@@ -241,3 +241,18 @@ def test_muon_hybrid_equals_torch_muon_plus_adamw():
     fresh = build_optimizer(copy.deepcopy(model), cfg.optim, torch.device("cpu"))
     fresh.load_state_dict(sd)
     assert len(fresh.state) == len(opt.state) and fresh._muon.state is fresh.state
+
+
+def test_sophia_h_loads_groups_saved_with_the_old_second_moment_flag():
+    """Checkpoints from before ``denominator`` replaced ``second_moment`` still load (and mean the same)."""
+    for flag, name in ((True, "max_sqrt"), (False, "max")):
+        p = torch.zeros(3, requires_grad=True)
+        sd = SophiaH([p], denominator=name).state_dict()
+        for group in sd["param_groups"]:
+            del group["denominator"]
+            group["second_moment"] = flag
+        fresh = SophiaH([torch.zeros(3, requires_grad=True)])
+        fresh.load_state_dict(sd)
+        assert fresh.param_groups[0]["denominator"] == name and "second_moment" not in fresh.param_groups[0]
+    with pytest.raises(ValueError, match="official is SophiaG"):
+        SophiaH([torch.zeros(2, requires_grad=True)], denominator="official")

@@ -61,11 +61,11 @@ def _adamw(model: nn.Module, cfg: AdamWConfig, device: torch.device) -> torch.op
 
 def _sophia(model: nn.Module, cfg: SophiaConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
-    if cfg.form == "g":
+    if cfg.denominator == "official":
         return SophiaG(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip,
                        foreach=cfg.foreach, fused=cfg.fused)
     return SophiaH(groups, lr=cfg.lr, betas=tuple(cfg.betas), rho=cfg.rho, eps=cfg.eps, clip=cfg.clip,
-                   second_moment=cfg.second_moment, foreach=cfg.foreach, fused=cfg.fused)
+                   denominator=cfg.denominator, foreach=cfg.foreach, fused=cfg.fused)
 
 
 def _adahessian(model: nn.Module, cfg: AdaHessianConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -217,7 +217,7 @@ class SophiaH(SophiaG):
 
     ``theta <- theta - lr * clip(m / max(gamma * h, eps), 1)``; where ``h <= 0`` the denominator is
     ``eps`` and the step is sign momentum. ``rho`` plays the paper's ``gamma`` (no token scaling).
-    ``second_moment=True`` keeps an EMA of ``h_hat ** 2`` and divides by ``max(gamma * sqrt(h), eps)``:
+    ``denominator="max_sqrt"`` keeps an EMA of ``h_hat ** 2`` and divides by ``max(gamma * sqrt(h), eps)``:
     AdaHessian's pre-conditioner with Sophia's clipping (the paper's "AH+clip", Sec. 3.5).
     ``step()`` takes no ``bs``. ``fused`` as in ``SophiaG`` (the same kernels, with this denominator).
     """
@@ -235,23 +235,33 @@ class SophiaH(SophiaG):
         eps: float = 1e-12,
         maximize: bool = False,
         clip: bool = True,
-        second_moment: bool = False,
+        denominator: str = "max",
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
         super().__init__(params, lr, betas, rho, weight_decay, eps=eps, maximize=maximize, clip=clip, foreach=foreach, fused=fused)
         for group in self.param_groups:
-            group.setdefault("second_moment", second_moment)
+            group.setdefault("denominator", denominator)
+        bad = {g["denominator"] for g in self.param_groups} - {"max", "max_sqrt"}
+        if bad:
+            raise ValueError(f"SophiaH denominator must be max or max_sqrt (official is SophiaG), got {sorted(bad)}")
+
+    def __setstate__(self, state: dict) -> None:
+        """Load groups saved before ``denominator`` replaced the ``second_moment`` flag."""
+        for group in state.get("param_groups", []):
+            if "second_moment" in group:
+                group.setdefault("denominator", "max_sqrt" if group.pop("second_moment") else "max")
+        super().__setstate__(state)
 
     def _kernel_denominator(self, group: dict) -> str:
-        return "max_sqrt" if group["second_moment"] else "max"
+        return group["denominator"]
 
     def _squares_estimate(self, group: dict) -> bool:
-        return group["second_moment"]
+        return group["denominator"] == "max_sqrt"
 
     def _denominators(self, hs: list[torch.Tensor], group: dict, bs: int) -> list[torch.Tensor]:
         """``max(gamma * h, eps)`` per tensor (``sqrt(h)`` for the AH+clip second moment)."""
-        base = torch._foreach_sqrt(hs) if group["second_moment"] else hs
+        base = torch._foreach_sqrt(hs) if group["denominator"] == "max_sqrt" else hs
         d = torch._foreach_mul(base, group["rho"])
         torch._foreach_clamp_min_(d, group["eps"])
         return d
