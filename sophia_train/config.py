@@ -40,7 +40,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Fields every optimizer has; each optimizer's schema adds its own."""
+    """Fields every optimizer has; each optimizer's schema adds its own.
+
+    The schemas are the one place an optimizer's defaults live: the optimizer classes take their
+    signature defaults from them, and the YAML files under configs/optim/ state only what differs."""
 
     name: str = MISSING
     lr: float = MISSING
@@ -71,17 +74,30 @@ class SophiaConfig(OptimConfig):
 
     name: str = "sophia_g"
     denominator: str = "official"
-    lr: float = 6e-4
-    betas: tuple[float, float] = (0.965, 0.99)
+    lr: float = 6e-4  # Table 2, GPT-2 small
+    betas: tuple[float, float] = (0.965, 0.99)  # Sec. 3.1 and the official code
     rho: float = 0.05
     eps: float = 1e-15
     weight_decay: float = 0.2
     estimator: str = "gnb"
-    hess_interval: int = 10
-    hess_fraction: float = 0.5
+    hess_interval: int = 10  # k (Sec. 3.1)
+    hess_fraction: float = 0.5  # GNB on 240 of 480 sequences
     clip: bool = True
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
     foreach: Optional[bool] = None  # torch._foreach_* path; false: the per-tensor loop
+
+
+@dataclass
+class SophiaHConfig(SophiaConfig):
+    """Sophia-H (Alg. 1 + 3, Eq. 6): Hutchinson on 32 of 480 sequences, gamma = 0.01 (Sec. 3.1)."""
+
+    name: str = "sophia_h"
+    denominator: str = "max"
+    betas: tuple[float, float] = (0.96, 0.99)
+    rho: float = 0.01  # the paper's gamma
+    eps: float = 1e-12
+    estimator: str = "hutchinson"
+    hess_fraction: float = 0.0667  # 32 / 480
 
 
 @dataclass
@@ -227,6 +243,7 @@ class Config:
 OPTIM_SCHEMAS: dict[str, type] = {
     "adamw": AdamWConfig,
     "sophia": SophiaConfig,
+    "sophia_h": SophiaHConfig,
     "adahessian": AdaHessianConfig,
     "lion": LionConfig,
     "s3": S3Config,

@@ -114,3 +114,32 @@ def test_swept_keys_come_from_the_command_line_and_the_experiment():
     argv = ["-m", "+model=nano", "optim=adamw,lion", "train.seed=range(0,3)", "optim.lr=1e-3"]
     assert swept_keys(argv, None) == {"optim", "train.seed"}
     assert swept_keys(["+model=nano"], {"optim.lr": "6e-4,3e-4"}) == {"optim.lr"}
+
+
+def test_optimizer_defaults_live_in_one_place():
+    """Schemas hold the defaults: class signatures take theirs from them, and no YAML restates one."""
+    import dataclasses
+    import inspect
+    import re
+
+    import yaml
+
+    from sophia_train import config as C
+    from sophia_train.optim import AdaHessian, Lion, MuonAdamW, NormalizedMomentum, SoftSignSGD, SophiaG, SophiaH
+
+    pairs = [(SophiaG, C.SophiaConfig), (SophiaH, C.SophiaHConfig), (AdaHessian, C.AdaHessianConfig), (Lion, C.LionConfig),
+             (SoftSignSGD, C.S3Config), (NormalizedMomentum, C.NormalizeConfig), (MuonAdamW, C.MuonConfig)]
+    for cls, schema in pairs:
+        defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if name in defaults and param.default is not inspect.Parameter.empty:
+                assert param.default == defaults[name], f"{cls.__name__}({name}={param.default!r}) but {schema.__name__}.{name}={defaults[name]!r}"
+    for path in sorted((REPO / "configs" / "optim").glob("*.yaml")):
+        text = path.read_text()
+        schema = C.OPTIM_SCHEMAS[re.search(r"/schema/optim/(\w+)@_here_", text).group(1)]
+        defaults = {f.name: f.default for f in dataclasses.fields(schema) if f.name != "name"}
+        for key, value in (yaml.safe_load(text) or {}).items():
+            if key in defaults and key != "defaults":
+                d = defaults[key]
+                same = float(value) == d if isinstance(d, float) else (list(d) if isinstance(d, tuple) else d) == value
+                assert not same, f"{path.name} restates {schema.__name__}.{key} = {d!r}"

@@ -24,6 +24,7 @@ from ..config import (
     OptimConfig,
     S3Config,
     SophiaConfig,
+    SophiaHConfig,
     TorchOptimConfig,
 )
 from .adahessian import AdaHessian
@@ -107,6 +108,7 @@ def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> tor
 BUILDERS: dict[type, Callable[[nn.Module, OptimConfig, torch.device], torch.optim.Optimizer]] = {
     AdamWConfig: _adamw,
     SophiaConfig: _sophia,
+    SophiaHConfig: _sophia,
     AdaHessianConfig: _adahessian,
     LionConfig: _lion,
     S3Config: _s3,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from ..config import AdaHessianConfig
 from ._common import evaluate_closure, lazy_state
 from .contract import CurvatureOptimizer
 
@@ -26,11 +27,11 @@ class AdaHessian(CurvatureOptimizer, Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 0.15,
-        betas: tuple[float, float] = (0.92, 0.99),
-        eps: float = 1e-4,
-        weight_decay: float = 0.0,
-        hessian_power: float = 1.0,
+        lr: float = AdaHessianConfig.lr,
+        betas: tuple[float, float] = AdaHessianConfig.betas,
+        eps: float = AdaHessianConfig.eps,
+        weight_decay: float = AdaHessianConfig.weight_decay,
+        hessian_power: float = AdaHessianConfig.hessian_power,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ..config import LionConfig
 from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
 
@@ -27,7 +28,8 @@ class Lion(FusedFlatMixin, Optimizer):
 
     _flat_state = ("m",)
 
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.95, 0.98), weight_decay: float = 0.2,
+    def __init__(self, params, lr: float = LionConfig.lr, betas: tuple[float, float] = LionConfig.betas,
+                 weight_decay: float = LionConfig.weight_decay,
                  *, foreach: bool | None = None, fused: bool | None = None):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
+from ..config import MuonConfig
 from ._common import evaluate_closure
 
 HAS_MUON = hasattr(torch.optim, "Muon")
@@ -34,8 +35,9 @@ def split_for_muon(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Ten
 class MuonAdamW(Optimizer):
     """``torch.optim.Muon`` on ``muon_params`` and ``torch.optim.AdamW`` on ``adamw_groups``, one LR."""
 
-    def __init__(self, muon_params, adamw_groups, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_steps: int = 5, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8):
+    def __init__(self, muon_params, adamw_groups, lr: float = MuonConfig.lr, weight_decay: float = MuonConfig.weight_decay,
+                 momentum: float = MuonConfig.momentum, nesterov: bool = MuonConfig.nesterov, ns_steps: int = MuonConfig.ns_steps,
+                 betas: tuple[float, float] = MuonConfig.betas, eps: float = MuonConfig.eps):
         if not HAS_MUON:
             raise RuntimeError(f"torch {torch.__version__} has no torch.optim.Muon")
         self._muon = torch.optim.Muon(list(muon_params), lr=lr, weight_decay=weight_decay, momentum=momentum,

@@ -12,13 +12,15 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ..config import NormalizeConfig
 from ._common import evaluate_closure, lazy_state
 
 
 class NormalizedMomentum(Optimizer):
     """EMA momentum, each tensor's update rescaled to RMS 1 (times lr)."""
 
-    def __init__(self, params, lr: float = 1e-4, beta: float = 0.965, weight_decay: float = 0.2, eps: float = 1e-12):
+    def __init__(self, params, lr: float = NormalizeConfig.lr, beta: float = NormalizeConfig.beta,
+                 weight_decay: float = NormalizeConfig.weight_decay, eps: float = NormalizeConfig.eps):
         if not lr >= 0.0 or not 0.0 <= beta < 1.0 or not weight_decay >= 0.0:
             raise ValueError(f"Invalid hyper-parameters lr={lr}, beta={beta}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, eps=eps))

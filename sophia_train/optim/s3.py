@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
+from ..config import S3Config
 from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
 
@@ -37,12 +38,12 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 3e-4,
-        beta: float = 0.95,
-        p: float = 3.0,
-        weight_decay: float = 0.0,
-        eps: float = 1e-8,
-        nesterov: bool = True,
+        lr: float = S3Config.lr,
+        beta: float = S3Config.beta,
+        p: float = S3Config.p,
+        weight_decay: float = S3Config.weight_decay,
+        eps: float = S3Config.eps,
+        nesterov: bool = S3Config.nesterov,
         *,
         foreach: bool | None = None,
         fused: bool | None = None,

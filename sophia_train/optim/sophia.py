@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from ..config import SophiaConfig, SophiaHConfig
 from ._common import evaluate_closure, lazy_state, unfused_update
 from .contract import CurvatureOptimizer
 from .flat import FusedFlatMixin
@@ -53,12 +54,12 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
     def __init__(
         self,
         params,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.965, 0.99),
-        rho: float = 0.05,
-        weight_decay: float = 0.2,
+        lr: float = SophiaConfig.lr,
+        betas: tuple[float, float] = SophiaConfig.betas,
+        rho: float = SophiaConfig.rho,
+        weight_decay: float = SophiaConfig.weight_decay,
         *,
-        eps: float = 1e-15,
+        eps: float = SophiaConfig.eps,
         maximize: bool = False,
         clip: bool = True,
         foreach: bool | None = None,
@@ -227,15 +228,15 @@ class SophiaH(SophiaG):
     def __init__(
         self,
         params,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.96, 0.99),
-        rho: float = 0.01,
-        weight_decay: float = 0.2,
+        lr: float = SophiaHConfig.lr,
+        betas: tuple[float, float] = SophiaHConfig.betas,
+        rho: float = SophiaHConfig.rho,
+        weight_decay: float = SophiaHConfig.weight_decay,
         *,
-        eps: float = 1e-12,
+        eps: float = SophiaHConfig.eps,
         maximize: bool = False,
         clip: bool = True,
-        denominator: str = "max",
+        denominator: str = SophiaHConfig.denominator,
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
