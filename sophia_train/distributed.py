@@ -99,3 +99,12 @@ def all_reduce_mean_(tensors: list[torch.Tensor], bucket_elems: int = 1 << 25) -
             flush()
         bucket.append(t)
     flush()
+
+
+def all_ranks_agree(flag: torch.Tensor, info: DistInfo) -> bool:
+    """Whether a boolean is true on every rank (one all-reduce under torchrun; one host sync)."""
+    if info.enabled:
+        vote = flag.float().reshape(1)
+        all_reduce_mean_([vote])
+        return bool(vote == 1)
+    return bool(flag)

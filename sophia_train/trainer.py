@@ -41,7 +41,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import ESTIMATORS
 from .data import BatchSampler, open_dataset
-from .distributed import DistInfo, all_reduce_mean_, init_process_group, pick_device
+from .distributed import DistInfo, all_ranks_agree, init_process_group, pick_device
 from .meter import StepMeter
 from .metrics import device_peak_flops, format_duration, open_run_log, read_metrics
 from .model import GPT, gpt_config
@@ -219,15 +219,6 @@ class Trainer:
             loss_sum += loss.detach()
         return loss_sum / self.accum, micro_xs
 
-    def _is_finite_everywhere(self, loss: torch.Tensor, norm: torch.Tensor | None) -> bool:
-        """Whether the loss and gradient norm are finite on every rank (one host sync)."""
-        finite = torch.isfinite(loss) & (torch.isfinite(norm) if norm is not None else True)
-        if self.info.enabled:  # every rank skips the same steps
-            flag = finite.float().reshape(1)
-            all_reduce_mean_([flag])
-            finite = flag == 1
-        return bool(finite)
-
     def train_step(self, step: int, measure_update: bool = False) -> dict[str, Any]:
         """One optimizer step; returns tensors/values for logging (no host sync here).
 
@@ -243,7 +234,8 @@ class Trainer:
         norm = None
         if t.grad_clip > 0 or t.skip_nonfinite:  # the norm before any curvature hook (empirical Fisher reads .grad)
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        if t.skip_nonfinite and not self._is_finite_everywhere(loss, norm):
+        finite = torch.isfinite(loss) & (torch.isfinite(norm) if norm is not None else True)
+        if t.skip_nonfinite and not all_ranks_agree(finite, self.info):  # every rank skips the same steps
             opt.zero_grad(set_to_none=True)
             return {"lr": lr, "skipped": True}
         self.nonfinite |= ~torch.isfinite(loss) | (~torch.isfinite(norm) if norm is not None else False)

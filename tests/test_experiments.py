@@ -11,8 +11,9 @@ import yaml
 
 from conftest import compose
 from sophia_train.compare_runs import find_runs, markdown_report, t_half_verdict
-from sophia_train.config import PAPER_PEAK_LR, ConfigError, accum_per_rank, total_accum
+from sophia_train.config import ConfigError, accum_per_rank, total_accum
 from sophia_train.metrics import peak_flops_for_name
+from sophia_train.paper import PAPER_PEAK_LR
 from sophia_train.plotting import plot_diagnostics, plot_runs
 
 
