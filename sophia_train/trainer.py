@@ -238,7 +238,7 @@ class Trainer:
         if t.skip_nonfinite and not all_ranks_agree(finite, self.info):  # every rank skips the same steps
             opt.zero_grad(set_to_none=True)
             return {"lr": lr, "skipped": True}
-        self.nonfinite |= ~torch.isfinite(loss) | (~torch.isfinite(norm) if norm is not None else False)
+        self.nonfinite |= ~finite  # remembered until the next save, which refuses a state that saw it
         if self.pending_save is not None:  # the previous step's state gave a loss and gradient: save it if finite
             pending, self.pending_save = self.pending_save, None
             self.save(*pending)
