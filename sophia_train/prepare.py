@@ -267,9 +267,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     text_field, meta_extra = "text", {}
     if args.source == "corpus":
-        if corpus_path(args.corpus_file) and Path(corpus_path(args.corpus_file)).is_file():
-            check_encoding([corpus_path(args.corpus_file)], args.encoding_errors)
-        text, source = default_corpus_text(args.corpus_file, args.encoding_errors)
+        path = corpus_path(args.corpus_file)
+        if path and Path(path).is_file():  # a missing file is reported by default_corpus_text
+            check_encoding([path], args.encoding_errors)
+        text, source = default_corpus_text(path, args.encoding_errors)
         docs = [d.strip() for d in text.split("\n\n") if d.strip()]
         if not docs:
             raise ConfigError(f"the corpus {source} holds no text. Nothing was written.")
