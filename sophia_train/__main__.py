@@ -70,8 +70,10 @@ def multirun_job_dir() -> str | None:
 def run(cfg_node: DictConfig) -> dict | None:
     """Validate and train from a composed config; returns the trainer's summary (None: nothing to do)."""
     from .distributed import destroy_process_group, dist_info_from_env
+    from .pretrained import apply_init_from
     from .trainer import Trainer
 
+    apply_init_from(cfg_node)
     if cfg_node.get("model") is None:
         print(usage())
         return None

@@ -228,7 +228,7 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
             )
         return None
     state = load_checkpoint(path)
-    saved = state.get("model_config", {})
+    saved = saved_model_config(state)
     if saved != model_config:
         diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in model_config.items() if saved.get(k) != v)
         raise ConfigError(
@@ -241,6 +241,13 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
             f"optimizer state cannot be reused. It was left untouched."
         )
     return state
+
+
+def saved_model_config(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model shape, with fields added to ``GPTConfig`` since it was written at their defaults."""
+    from .model import GPTConfig
+
+    return {**dataclasses.asdict(GPTConfig()), **state.get("model_config", {})}
 
 
 @dataclass

@@ -36,6 +36,7 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = False
     attn_scale_by_layer: bool = False
+    activation: str = "gelu"  # gelu (exact, as nanoGPT) | gelu_tanh (OpenAI GPT-2's tanh approximation, set by init_from)
 
 
 @dataclass
@@ -238,6 +239,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run_name: str = MISSING
+    init_from: Optional[str] = None  # gpt2 | gpt2-medium | gpt2-large | gpt2-xl | HF folder | run folder (see pretrained.py)
 
 
 OPTIM_SCHEMAS: dict[str, type] = {
@@ -292,6 +294,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     )
     _require(m.block_size > 0, f"model {m.name}: block_size must be positive, got {m.block_size}.")
     _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}.")
+    _require(m.activation in ("gelu", "gelu_tanh"), f"model.activation must be gelu or gelu_tanh, got {m.activation!r}.")
     _require(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}.")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}.")
     eps = getattr(o, "eps", None)
@@ -376,9 +379,12 @@ def compose_config(overrides: list[str]) -> Config:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from .pretrained import apply_init_from
+
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         node = compose(config_name="config", overrides=overrides)
+    apply_init_from(node)
     from omegaconf.errors import InterpolationResolutionError
 
     try:

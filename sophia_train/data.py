@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class TokenDataset:
     tokenizer: str
     dtype: np.dtype
     num_tokens: dict[str, int]
+    tokenizer_spec: dict  # what ``tokenizer.tokenizer_from_spec`` needs; checkpoints keep it
 
     def tokens(self, split: str) -> np.memmap:
         """Read-only memmap of one split (re-opened per call: long-lived memmaps grow RSS)."""
@@ -38,24 +40,36 @@ class TokenDataset:
 
 
 def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = "") -> TokenDataset:
-    """Open and validate a prepared dataset; raise ``ConfigError`` saying how to prepare it if absent."""
+    """Open and validate a prepared dataset; raise ``ConfigError`` saying how to prepare it if absent.
+
+    Besides this project's folders (``meta.json``), a nanoGPT-prepared folder is accepted as it is:
+    ``train.bin``/``val.bin`` of uint16 with nanoGPT's ``meta.pkl`` (a character vocabulary), or with no
+    metadata at all (nanoGPT's GPT-2 BPE datasets)."""
     d = Path(path)
     label = f"dataset {name!r}" if name else "dataset"
     hint = prepare_hint or f"python scripts/prepare_data.py {name or '<name>'}"
-    missing = [f for f in (META_FILE, "train.bin", "val.bin") if not (d / f).is_file()]
-    if missing:
-        raise ConfigError(
-            f"{label} is not prepared: {', '.join(str(d / f) for f in missing)} not found. "
-            f"Prepare it with `{hint}`, or point data.dir (or SOPHIA_DATA_DIR) at a prepared folder."
-        )
+    bins_present = all((d / f"{s}.bin").is_file() for s in SPLITS)
+    if bins_present and not (d / META_FILE).is_file():
+        meta = nanogpt_meta(d, label)
+    else:
+        missing = [f for f in (META_FILE, "train.bin", "val.bin") if not (d / f).is_file()]
+        if missing:
+            raise ConfigError(
+                f"{label} is not prepared: {', '.join(str(d / f) for f in missing)} not found. "
+                f"Prepare it with `{hint}`, or point data.dir (or SOPHIA_DATA_DIR) at a prepared folder."
+            )
+        try:
+            meta = json.loads((d / META_FILE).read_text())
+        except ValueError as e:
+            raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({e}); prepare the dataset again with `{hint}`.") from None
     try:
-        meta = json.loads((d / META_FILE).read_text())
         vocab_size = int(meta["vocab_size"])
         dtype = np.dtype(meta.get("dtype", "uint16"))
         tokenizer = str(meta.get("tokenizer", "unknown"))
         expected = {s: int(meta["num_tokens"][s]) for s in SPLITS}
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({type(e).__name__}: {e}); prepare the dataset again with `{hint}`.") from None
+    spec = {"name": tokenizer, **({"chars": meta["chars"]} if "chars" in meta else {})}
     for split in SPLITS:
         size = (d / f"{split}.bin").stat().st_size
         if size % dtype.itemsize or size // dtype.itemsize != expected[split]:
@@ -64,7 +78,7 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
                 f"{dtype.name} tokens ({expected[split] * dtype.itemsize} bytes): the file is truncated or corrupt. "
                 f"Prepare it again with `{hint}`."
             )
-    ds = TokenDataset(dir=d, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype, num_tokens=expected)
+    ds = TokenDataset(dir=d, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype, num_tokens=expected, tokenizer_spec=spec)
     recorded = meta.get("max_token_id")
     for split in SPLITS:
         # the whole file when meta.json does not record its largest id (or the file is small), else the head
@@ -80,6 +94,35 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
                 f"in meta.json: the file is corrupt or belongs to another tokenizer. Prepare it again with `{hint}`."
             )
     return ds
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (dicts, lists, numbers, strings): a ``meta.pkl`` cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+
+def nanogpt_meta(d: Path, label: str) -> dict:
+    """The ``meta.json`` equivalent of a nanoGPT data folder: uint16 tokens, ``meta.pkl``'s characters or GPT-2 BPE."""
+    num_tokens = {}
+    for split in SPLITS:
+        size = (d / f"{split}.bin").stat().st_size
+        if size % 2:
+            raise ConfigError(f"{label}: {d / f'{split}.bin'} has an odd number of bytes ({size}); nanoGPT writes uint16 tokens.")
+        num_tokens[split] = size // 2
+    meta = {"dtype": "uint16", "num_tokens": num_tokens, "source": f"nanoGPT folder {d}"}
+    pkl = d / "meta.pkl"
+    if not pkl.is_file():  # nanoGPT's openwebtext / shakespeare: GPT-2 BPE, no metadata
+        return {**meta, "vocab_size": 50257, "tokenizer": "gpt2"}
+    try:
+        with open(pkl, "rb") as f:
+            info = _PlainDataUnpickler(f).load()
+        itos = info["itos"]
+        chars = [itos[i] for i in range(int(info["vocab_size"]))]
+    except Exception as e:
+        raise ConfigError(f"{label}: {pkl} is not a nanoGPT meta.pkl with 'vocab_size' and 'itos' ({type(e).__name__}: {e}).") from None
+    return {**meta, "vocab_size": len(chars), "tokenizer": "char", "chars": chars}
 
 
 FULL_SCAN_TOKENS = 1 << 28  # files up to this size (512 MB of uint16) are scanned whole at every open (< 1 s)

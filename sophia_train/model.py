@@ -39,6 +39,10 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     attn_scale_by_layer: bool = False
+    activation: str = "gelu"  # MLP non-linearity: gelu (exact, nanoGPT) | gelu_tanh (GPT-2's "gelu_new")
+
+
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> F.gelu's ``approximate``
 
 
 def gpt_config(m, dataset_vocab: int, data_name: str = "") -> GPTConfig:
@@ -92,7 +96,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=ACTIVATIONS[config.activation])
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -1,4 +1,8 @@
-"""Tokenizers behind one small interface: GPT-2 BPE (tiktoken) and raw UTF-8 bytes.
+"""Tokenizers behind one small interface: GPT-2 BPE (tiktoken), raw UTF-8 bytes, and the character
+vocabularies of nanoGPT's ``meta.pkl`` (shakespeare_char).
+
+A tokenizer is described by a small JSON-able *spec* (``{"name": "gpt2"}``, ``{"name": "char",
+"chars": [...]}``) that checkpoints keep, so a model can be sampled or exported without its data folder.
 
 The GPT-2 BPE files are fetched by tiktoken on first use; offline, point ``TIKTOKEN_CACHE_DIR`` at a
 folder that holds them (tiktoken's own cache layout).
@@ -61,6 +65,20 @@ def _gpt2_tokenizer() -> Tokenizer:
     )
 
 
+def char_tokenizer(chars: list[str]) -> Tokenizer:
+    """A character-level tokenizer: id ``i`` is ``chars[i]`` (nanoGPT's ``itos``); unknown characters are refused."""
+    stoi = {c: i for i, c in enumerate(chars)}
+
+    def encode(text: str) -> list[int]:
+        unknown = sorted({c for c in text if c not in stoi})
+        if unknown:
+            raise ConfigError(f"the text holds characters outside this model's {len(chars)}-character vocabulary: {unknown[:10]}.")
+        return [stoi[c] for c in text]
+
+    return Tokenizer(name="char", vocab_size=len(chars), eot_token=None, encode_ordinary=encode,
+                     decode=lambda ids: "".join(chars[int(i)] for i in ids))
+
+
 TOKENIZERS = {"byte": _byte_tokenizer, "gpt2": _gpt2_tokenizer}
 
 
@@ -69,3 +87,10 @@ def get_tokenizer(name: str) -> Tokenizer:
     if name not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}.")
     return TOKENIZERS[name]()
+
+
+def tokenizer_from_spec(spec: dict) -> Tokenizer:
+    """The tokenizer a spec describes (``{"name": "gpt2" | "byte"}`` or ``{"name": "char", "chars": [...]}``)."""
+    if spec.get("name") == "char":
+        return char_tokenizer(list(spec["chars"]))
+    return get_tokenizer(str(spec.get("name")))

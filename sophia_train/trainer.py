@@ -46,6 +46,7 @@ from .meter import StepMeter
 from .metrics import device_peak_flops, format_duration, open_run_log, read_metrics
 from .model import GPT, gpt_config
 from .optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
+from .pretrained import check_tokenizer, load_init_weights
 from .schedule import lr_at, schedule_args
 
 
@@ -64,6 +65,8 @@ class Trainer:
         # --- cheap checks first: data, model shape, run folder, checkpoint compatibility ----------
         self.dataset = open_dataset(cfg.data.dir, cfg.data.name, f"python scripts/prepare_data.py {cfg.data.name}")
         self.gpt_config = gpt_config(cfg.model, self.dataset.vocab_size, cfg.data.name)
+        if cfg.init_from:
+            check_tokenizer(cfg.init_from, self.dataset.tokenizer_spec, cfg.data.name)
         self.folder = ckpt.open_run_folder(cfg, dataclasses.asdict(self.gpt_config), self.info.is_main)
         self.out_dir, self.ckpt_path = self.folder.path, self.folder.checkpoint
 
@@ -75,6 +78,8 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=self.ptdtype) if self.ptdtype != torch.float32 else contextlib.nullcontext()
         torch.manual_seed(t.seed)
         self.model = GPT(self.gpt_config).to(self.device)
+        if cfg.init_from and self.folder.resume_state is None:  # a resumed run has its own weights
+            load_init_weights(cfg.init_from, self.model)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.estimator = ESTIMATORS.get(hessian_estimator(cfg.optim) or "")
         self._init_progress()
@@ -147,7 +152,8 @@ class Trainer:
 
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint records besides weights and optimizer state, as of now (RNG, clock, best val)."""
-        return {"rng": ckpt.rng_snapshot(self.device), "elapsed_s": self.elapsed(), "best_val": self.best_val}
+        return {"rng": ckpt.rng_snapshot(self.device), "elapsed_s": self.elapsed(), "best_val": self.best_val,
+                "tokenizer": self.dataset.tokenizer_spec}  # so sample/export need no data folder
 
     def save(self, step: int, snapshot: dict[str, Any] | None = None) -> None:
         """Write the full training state (rank 0) atomically; all ranks wait for it. A state that is not
@@ -319,6 +325,8 @@ class Trainer:
         )
         if self.start_step:
             self.print(f"resuming from step {self.start_step} ({self.ckpt_path})")
+        elif cfg.init_from:
+            self.print(f"weights initialised from init_from={cfg.init_from} (optimizer state fresh)")
         changes = self.folder.changes
         if changes:
             changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
