@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from .config import Config, ConfigError
 
 CHECKPOINT_NAME = "ckpt.pt"
+BEST_NAME = "best.pt"  # train.keep_best: the checkpoint with the lowest val loss
 LOCK_NAME = "run.lock"
 FORMAT_VERSION = 1
 
@@ -41,7 +42,7 @@ RESUME_FREE_KEYS = (
     "train.out_dir", "train.resume", "train.overwrite", "train.resume_allow", "train.stop_after_step",
     "train.eval_interval", "train.eval_iters", "train.log_interval", "train.ckpt_interval", "train.device",
     "train.dtype", "train.compile", "train.threads", "train.plot", "train.log_update_stats",
-    "train.skip_nonfinite", "train.max_skips_in_row",
+    "train.skip_nonfinite", "train.max_skips_in_row", "train.eval_only", "train.keep_best",
 )
 
 
@@ -280,6 +281,18 @@ def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) ->
     state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME)
     changes = vet_resume_config(cfg, state.get("config", {})) if state is not None else {}
     return RunFolder(path, lock, state, changes)
+
+
+def open_for_eval(cfg: Config, model_config: dict[str, Any]) -> RunFolder:
+    """``train.eval_only``: the folder's checkpoint, if any, read without locking or writing anything."""
+    path = Path(cfg.train.out_dir)
+    state = None
+    if (path / CHECKPOINT_NAME).is_file():
+        state = load_checkpoint(path / CHECKPOINT_NAME)
+        if saved_model_config(state) != model_config:
+            raise ConfigError(f"train.eval_only: the checkpoint {path / CHECKPOINT_NAME} belongs to another model "
+                              f"({state.get('model_name')}); choose the model it was trained with.")
+    return RunFolder(path, None, state, {})
 
 
 def rng_snapshot(device: torch.device) -> dict[str, torch.Tensor]:

@@ -218,6 +218,8 @@ class TrainConfig:
     log_update_stats: bool = False  # max/mean |delta theta| at log steps (S3 Fig. 2): a copy of every parameter on those steps
     skip_nonfinite: bool = False  # skip a step whose loss or grad norm is NaN/inf (no update; one host sync per step)
     max_skips_in_row: int = 10  # with skip_nonfinite: stop (exit 3) after this many skipped steps in a row
+    eval_only: bool = False  # evaluate train and val loss of out_dir's checkpoint (else init_from / a fresh model), write nothing, exit
+    keep_best: bool = False  # also keep best.pt: the full checkpoint at the evaluation with the lowest val loss so far
 
 
 @dataclass

@@ -67,7 +67,10 @@ class Trainer:
         self.gpt_config = gpt_config(cfg.model, self.dataset.vocab_size, cfg.data.name)
         if cfg.init_from:
             check_tokenizer(cfg.init_from, self.dataset.tokenizer_spec, cfg.data.name)
-        self.folder = ckpt.open_run_folder(cfg, dataclasses.asdict(self.gpt_config), self.info.is_main)
+        if t.eval_only:
+            self.folder = ckpt.open_for_eval(cfg, dataclasses.asdict(self.gpt_config))
+        else:
+            self.folder = ckpt.open_run_folder(cfg, dataclasses.asdict(self.gpt_config), self.info.is_main)
         self.out_dir, self.ckpt_path = self.folder.path, self.folder.checkpoint
 
         # --- device, process group, model, optimizer ------------------------------------------------
@@ -92,7 +95,7 @@ class Trainer:
         self.sampler = BatchSampler(self.dataset, self.seq_len, t.batch_size, t.seed, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)
-        self.logger = open_run_log(cfg, self.out_dir, self.start_step if self.resumed else None, self.info.is_main)
+        self.logger = open_run_log(cfg, self.out_dir, self.start_step if self.resumed else None, self.info.is_main and not t.eval_only)
 
     def _init_progress(self) -> None:
         """Counters of the run, from its checkpoint when resuming."""
@@ -121,13 +124,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean val loss over ``eval_iters`` fixed batches (the same batches at every evaluation)."""
+    def evaluate(self, split: str = "val") -> float:
+        """Mean loss over ``eval_iters`` fixed batches of ``split`` (the same batches at every evaluation;
+        train batches from a step the schedule never reaches)."""
         t = self.cfg.train
         self.compiled_model.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i in range(self.info.rank, t.eval_iters, self.info.world_size):
-            x, y = self.sampler.get("val", 0, i)
+            x, y = self.sampler.get(split, 0 if split == "val" else 1 << 40, i)
             with self.autocast:
                 _, loss = self.compiled_model(x, y)
             total[0] += loss.double()
@@ -182,6 +186,14 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def _save_best(self, step: int, val: float) -> None:
+        """Write the current state (step ``step``, val loss ``val``) as best.pt, atomically, on rank 0."""
+        if self.info.is_main:
+            snap = {**self.snapshot(), "best_val": val}
+            state = ckpt.training_state(step, self.model, self.optimizer, self.gpt_config, self.cfg, snap)
+            ckpt.save_checkpoint(state, self.out_dir / ckpt.BEST_NAME)
+            self.print(f"step {step:>6} | new best val loss {val:.4f}: saved {self.out_dir / ckpt.BEST_NAME}")
 
     # -- one optimizer step ------------------------------------------------------------------------
     def _hessian_step(self, step: int, micro: list[tuple[int, torch.Tensor, torch.Tensor]]) -> float:
@@ -281,6 +293,8 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         t = self.cfg.train
+        if t.eval_only:
+            return self._eval_only()
         stop = t.stop_after_step or t.max_steps
         if self.start_step >= stop:
             return self._already_done()
@@ -372,9 +386,20 @@ class Trainer:
         meter.restart()
         meter.restart_clock()
 
+    def _eval_only(self) -> dict[str, Any]:
+        """``train.eval_only``: train and val loss of the loaded weights, printed; nothing is written."""
+        source = (f"checkpoint {self.ckpt_path} (step {self.start_step})" if self.resumed
+                  else f"init_from={self.cfg.init_from}" if self.cfg.init_from else "a freshly initialised model")
+        train_loss, val_loss = self.evaluate("train"), self.evaluate("val")
+        self.print(f"eval_only: {source} | train loss {train_loss:.4f} | val loss {val_loss:.4f} "
+                   f"({self.cfg.train.eval_iters} batches of {self.cfg.train.batch_size} x {self.seq_len} tokens each)")
+        return {"step": self.start_step, "train_loss": train_loss, "val_loss": val_loss, "eval_only": True}
+
     def _eval(self, step: int) -> float:
-        """Evaluate, log and print; returns the val loss."""
+        """Evaluate, log and print; with ``train.keep_best`` save a new best as best.pt. Returns the val loss."""
         val = self.evaluate()
+        if self.cfg.train.keep_best and val < self.best_val:
+            self._save_best(step, val)
         self.best_val = min(self.best_val, val)
         self.logger.log("eval", {"step": step, "val_loss": val, "tokens": step * self.tokens_per_step, "elapsed_s": self.elapsed()})
         self.print(f"step {step:>6} | val loss {val:.4f} | best {self.best_val:.4f}")
