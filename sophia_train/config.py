@@ -192,9 +192,9 @@ class TrainConfig:
     """Batch, schedule, evaluation, checkpointing and run bookkeeping."""
 
     batch_size: int = 8  # sequences per micro-batch (per process)
-    grad_accum: int = 1  # micro-batches per optimizer step summed over all processes (nanoGPT's rule):
-    #                      the global batch is batch_size x grad_accum whatever the number of processes
-    global_batch: Optional[int] = None  # sequences per step; when set, grad_accum = global_batch / batch_size
+    grad_accum: int = 1  # micro-batches per optimizer step on each process: the global batch is
+    #                      batch_size x grad_accum x processes (set global_batch to fix it for any process count)
+    global_batch: Optional[int] = None  # sequences per step over all processes; when set it replaces grad_accum
     seq_len: Optional[int] = None  # defaults to the model's block_size
     max_steps: int = 1000
     warmup_steps: int = 100
@@ -340,13 +340,14 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if t.stop_after_step is not None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
-    accum_per_rank(total_accum(t), world_size)
+    accum_per_rank(total_accum(t, world_size), world_size)
 
 
-def total_accum(t: "TrainConfig") -> int:
-    """Micro-batches per optimizer step over all processes (from ``global_batch`` when it is set)."""
+def total_accum(t: "TrainConfig", world_size: int = 1) -> int:
+    """Micro-batches per optimizer step over all processes: ``global_batch / batch_size`` when it is set (the
+    same for any process count), else ``grad_accum`` on each of the ``world_size`` processes."""
     if t.global_batch is None:
-        return t.grad_accum
+        return t.grad_accum * world_size
     accum, rem = divmod(t.global_batch, t.batch_size)
     if rem or accum == 0:
         raise ConfigError(
@@ -356,14 +357,14 @@ def total_accum(t: "TrainConfig") -> int:
     return accum
 
 
-def accum_per_rank(grad_accum: int, world_size: int) -> int:
-    """Micro-batches each process runs per step so that the global batch does not depend on world size."""
-    per_rank, rem = divmod(grad_accum, world_size)
+def accum_per_rank(total: int, world_size: int) -> int:
+    """Micro-batches each process runs per step, ``total`` (over all processes) split evenly."""
+    per_rank, rem = divmod(total, world_size)
     if rem or per_rank == 0:
         raise ConfigError(
-            f"train.grad_accum={grad_accum} micro-batches per step cannot be split evenly over {world_size} "
-            f"processes: make train.grad_accum a multiple of {world_size} (the global batch is "
-            f"train.batch_size x train.grad_accum sequences, independent of the number of processes)."
+            f"train.global_batch asks for {total} micro-batches per step, which cannot be split evenly over {world_size} "
+            f"processes: make train.global_batch a multiple of train.batch_size x {world_size}, or leave it unset "
+            f"(train.grad_accum then counts micro-batches per process and the global batch grows with the process count)."
         )
     return per_rank
 

@@ -57,7 +57,7 @@ class Trainer:
         self.cfg, self.info, t = cfg, info or DistInfo(), cfg.train
         validate(cfg, self.info.world_size)
         self.device = pick_device(t.device, self.info)
-        self.total_accum = total_accum(t)  # micro-batches per step over all ranks
+        self.total_accum = total_accum(t, self.info.world_size)  # micro-batches per step over all ranks
         self.accum = accum_per_rank(self.total_accum, self.info.world_size)
         self.seq_len = t.seq_len or cfg.model.block_size
         self.tokens_per_step = t.batch_size * self.total_accum * self.seq_len

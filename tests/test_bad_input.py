@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PYTHON, REPO, compose, python_env, tiny_overrides
 from sophia_train import checkpoint as ckpt
-from sophia_train.config import ConfigError
+from sophia_train.config import ConfigError, validate
 from sophia_train.distributed import DistInfo
 from sophia_train.trainer import Trainer
 
@@ -56,8 +56,11 @@ def test_negative_and_impossible_values(byte_data, tmp_path):
 
 
 def test_batch_not_divisible_across_ranks(byte_data, tmp_path):
-    overrides = tiny_overrides(byte_data, tmp_path, "train.grad_accum=3")
+    overrides = tiny_overrides(byte_data, tmp_path, "train.global_batch=12")  # 3 micro-batches of 4
     expect_error(overrides, "cannot be split evenly over 2 processes", DistInfo(rank=0, local_rank=0, world_size=2))
+    # grad_accum counts micro-batches per process: any value splits over any process count
+    cfg = compose(tiny_overrides(byte_data, tmp_path, "train.grad_accum=3"))
+    validate(cfg, world_size=2)
 
 
 def copy_data(src, dst):

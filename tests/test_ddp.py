@@ -25,7 +25,7 @@ def run_cli(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.C
 def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path, optim):
     """``+fused``: the Triton path (interpreted on CPU), whose .grad are views of a flat buffer DDP writes into."""
     optim, _, fused = optim.partition("+")
-    extra = ["train.grad_accum=2", "train.max_steps=21", "train.eval_interval=7", *(["optim.fused=true"] if fused else [])]
+    extra = ["train.global_batch=8", "train.max_steps=21", "train.eval_interval=7", *(["optim.fused=true"] if fused else [])]
     if optim.startswith("sophia"):
         extra += ["optim.hess_interval=4", "optim.hess_fraction=0.5"]  # refreshes at steps 0, 4, 8, 12, 16, 20
     single = run_cli(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim))
@@ -65,7 +65,7 @@ def test_all_ranks_hold_the_same_hessian_estimate(byte_data, tmp_path, optim):
     import json
 
     report = tmp_path / "h.json"
-    args = tiny_overrides(byte_data, tmp_path / "run", "train.grad_accum=2", "train.max_steps=9", "optim.hess_interval=4",
+    args = tiny_overrides(byte_data, tmp_path / "run", "train.global_batch=8", "train.max_steps=9", "optim.hess_interval=4",
                           "optim.hess_fraction=0.5", optim=optim)
     cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_rank_h.py"), str(report), *args]
     out = subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
@@ -76,8 +76,16 @@ def test_all_ranks_hold_the_same_hessian_estimate(byte_data, tmp_path, optim):
 
 
 @pytest.mark.slow
+def test_torchrun_runs_with_the_default_batch_settings(byte_data, tmp_path):
+    """The README's bare torchrun line: no grad_accum or global_batch given, one micro-batch per process."""
+    out = run_cli(tiny_overrides(byte_data, tmp_path, "train.max_steps=3", "train.eval_interval=3"), nproc=2, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 process(es) x 1 micro-batches x 4 x 32 = 256 tokens/step" in out.stdout
+
+
+@pytest.mark.slow
 def test_bad_input_under_torchrun_is_reported_once_by_rank0(byte_data, tmp_path):
-    out = run_cli(tiny_overrides(byte_data, tmp_path, "train.grad_accum=3"), nproc=2, timeout=120)
+    out = run_cli(tiny_overrides(byte_data, tmp_path, "train.global_batch=12"), nproc=2, timeout=120)
     assert out.returncode != 0
-    msg = "train.grad_accum=3 micro-batches per step cannot be split evenly over 2 processes"
+    msg = "train.global_batch asks for 3 micro-batches per step, which cannot be split evenly over 2 processes"
     assert out.stderr.count(msg) == 1, out.stderr[-2000:]
