@@ -370,11 +370,16 @@ def accum_per_rank(total: int, world_size: int) -> int:
 
 
 def config_dir() -> str:
-    """The Hydra config folder: $SOPHIA_CONFIG_DIR, else the repository's ``configs/``."""
+    """The Hydra config folder: $SOPHIA_CONFIG_DIR, else the installed package's ``sophia_train/configs``
+    (``pip install .`` puts them there), else the checkout's ``configs/``."""
     import os
     from pathlib import Path
 
-    return os.environ.get("SOPHIA_CONFIG_DIR", str(Path(__file__).resolve().parent.parent / "configs"))
+    if os.environ.get("SOPHIA_CONFIG_DIR"):
+        return os.environ["SOPHIA_CONFIG_DIR"]
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return str(installed if (installed / "config.yaml").is_file() else here.parent / "configs")
 
 
 def compose_config(overrides: list[str]) -> Config:

@@ -194,6 +194,7 @@ def export_hf(run: str | os.PathLike, out: str | os.PathLike, device: str = "cpu
     tokenizer = hf_tokenizer(tok_spec)
     eot = tokenizer.eos_token_id if tok_spec.get("name") == "gpt2" else None
     hf = to_hf_model(loaded.model, eot)
+    require_transformers().utils.logging.disable_progress_bar()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out, safe_serialization=True)
@@ -227,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output folder (default: RUN/hf)")
     args = ap.parse_args(argv)
     try:
-        out = export_hf(args.run, args.out or Path(args.run) / "hf")
+        run = Path(args.run)
+        out = export_hf(run, args.out or (run / "hf" if run.is_dir() else run.parent / f"hf_{run.stem}"))
     except ConfigError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+
+
+if __name__ == "__main__":
+    main()

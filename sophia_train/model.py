@@ -195,12 +195,14 @@ class GPT(nn.Module):
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * head_dim * cfg.block_size
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None):
-        """Sample ``max_new_tokens`` continuations of ``idx`` autoregressively."""
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 vocab_limit: int | None = None):
+        """Sample ``max_new_tokens`` continuations of ``idx`` autoregressively; ``vocab_limit`` keeps the
+        padding ids of the embedding (ids the tokenizer cannot decode) from being drawn."""
         for _ in range(max_new_tokens):
             idx_cond = idx[:, -self.config.block_size :]
             logits, _ = self(idx_cond)
-            logits = logits[:, -1, :] / max(temperature, 1e-8)
+            logits = logits[:, -1, :vocab_limit] / max(temperature, 1e-8)
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")

@@ -113,7 +113,7 @@ def generate_samples(run: str | os.PathLike, prompt: str = "\n", max_new_tokens:
     ids = ids[-loaded.model.config.block_size:]
     torch.manual_seed(seed)
     x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    out = loaded.model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+    out = loaded.model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, vocab_limit=tok.vocab_size)
     return [tok.decode(row.tolist()) for row in out]
 
 
