@@ -238,3 +238,16 @@ def test_lm_eval_on_a_local_task_matches_hand_computed_accuracy(byte_data, tmp_p
     assert (tmp_path / "adamw" / "hf" / "model.safetensors").is_file() and runs[0].with_suffix(".md").is_file()
     table, png = compare([tmp_path / "adamw", tmp_path / "lion"], tmp_path / "cmp")
     assert png.stat().st_size > 1000 and "lion" in table.read_text() and "local_cloze" in table.read_text()
+
+
+def test_fig5_preset_names_tasks_the_harness_knows():
+    """The paper's App. C.3 tasks (BoolQ, CB, COPA, RTE) under the names lm-eval registers, 2-shot, 5 draws."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from sophia_train.evaluate import PRESETS
+
+    preset = PRESETS["sophia_fig5"]
+    known = TaskManager().all_tasks
+    assert [t for t in preset["tasks"] if t not in known] == []
+    assert (preset["num_fewshot"], preset["fewshot_seeds"], len(preset["tasks"])) == (2, 5, 4)
