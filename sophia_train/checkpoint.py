@@ -29,7 +29,9 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from . import sharded_checkpoint as sharded
 from .config import Config, ConfigError
+from .parallel import is_sharded, local
 
 CHECKPOINT_NAME = "ckpt.pt"
 BEST_NAME = "best.pt"  # train.keep_best: the checkpoint with the lowest val loss
@@ -42,7 +44,7 @@ RESUME_FREE_KEYS = (
     "train.out_dir", "train.resume", "train.overwrite", "train.resume_allow", "train.stop_after_step",
     "train.eval_interval", "train.eval_iters", "train.log_interval", "train.ckpt_interval", "train.device",
     "train.dtype", "train.compile", "train.threads", "train.plot", "train.log_update_stats",
-    "train.skip_nonfinite", "train.max_skips_in_row", "train.eval_only", "train.keep_best",
+    "train.skip_nonfinite", "train.max_skips_in_row", "train.eval_only", "train.keep_best", "train.parallel",
 )
 
 
@@ -84,8 +86,12 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises ``ConfigError``."""
-    path = Path(path)
+    """Read a checkpoint with ``weights_only=True``; a damaged file raises ``ConfigError``. A sharded
+    checkpoint folder (``RUN/ckpt.dcp``, FSDP runs) is read whole into the same one-file layout."""
+    path = checkpoint_at(path) if Path(path).is_dir() else Path(path)
+    if path.is_dir() and (sharded.exists(path) or (path / sharded.META).is_file()):
+        state = sharded.to_single_file(sharded.latest(path) or path)
+        return state if str(map_location) == "cpu" else _to_device(state, map_location)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: nothing to resume. Drop train.resume=true to start a new run.")
     try:
@@ -98,6 +104,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path} is not a sophia_train checkpoint (format {FORMAT_VERSION}); it was left untouched.")
     return state
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+def run_checkpoint(folder: str | os.PathLike) -> Path:
+    """The checkpoint a run folder holds: ``ckpt.pt`` (one file), else ``ckpt.dcp`` when it holds a
+    sharded one; when both are there (a crash right after a run switched ``train.parallel``), the newer."""
+    folder = Path(folder)
+    single, dcp = folder / CHECKPOINT_NAME, folder / sharded.SHARDED_NAME
+    newest = sharded.latest(dcp)
+    if newest is None:
+        return single
+    if single.is_file() and single.stat().st_mtime > (newest / sharded.META).stat().st_mtime:
+        return single
+    return dcp
+
+
+def checkpoint_at(run: str | os.PathLike) -> Path:
+    """The checkpoint a path names: a file or a sharded ``ckpt.dcp`` folder as given, a run folder's own
+    (``run_checkpoint``) otherwise. It may not exist."""
+    path = Path(run).expanduser()
+    if path.is_file() or (path / sharded.LATEST).is_file() or (path / sharded.META).is_file():
+        return path
+    return run_checkpoint(path) if path.is_dir() else path
 
 
 def prepare_out_dir(folder: str | os.PathLike) -> Path:
@@ -222,13 +260,13 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
     """Refuse to overwrite an earlier run's checkpoint; load and vet the one to resume (same model and optimizer)."""
     t = cfg.train
     if not t.resume:
-        if path.exists() and not t.overwrite:
+        if (path.exists() or sharded.exists(path.with_name(sharded.SHARDED_NAME))) and not t.overwrite:
             raise ConfigError(
-                f"{path} already holds a checkpoint of an earlier run. Continue it with train.resume=true, replace it "
+                f"{run_checkpoint(path.parent)} already holds a checkpoint of an earlier run. Continue it with train.resume=true, replace it "
                 f"with train.overwrite=true, or choose another run_name / train.out_dir; it was left untouched."
             )
         return None
-    state = load_checkpoint(path)
+    state = load_resume_state(path.parent)
     saved = saved_model_config(state)
     if saved != model_config:
         diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in model_config.items() if saved.get(k) != v)
@@ -242,6 +280,16 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
             f"optimizer state cannot be reused. It was left untouched."
         )
     return state
+
+
+def load_resume_state(folder: Path) -> dict[str, Any]:
+    """What resuming a run folder needs before the model exists: the one-file checkpoint, or a sharded
+    checkpoint's ``meta.pt`` plus ``sharded_folder`` (its tensors are read straight into the shards)."""
+    path = run_checkpoint(folder)
+    if path.name == sharded.SHARDED_NAME:
+        newest = sharded.latest(path)
+        return {**sharded.load_meta(newest), "sharded_folder": str(newest)}
+    return load_checkpoint(path)
 
 
 def saved_model_config(state: dict[str, Any]) -> dict[str, Any]:
@@ -260,9 +308,11 @@ class RunFolder:
     resume_state: dict[str, Any] | None
     changes: dict[str, tuple[Any, Any]]  # run-defining settings changed on resume (allowed by train.resume_allow)
 
+    sharded: bool = False  # FSDP: checkpoints go to ckpt.dcp/ (sharded_checkpoint.py), else ckpt.pt
+
     @property
     def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT_NAME
+        return self.path / (sharded.SHARDED_NAME if self.sharded else CHECKPOINT_NAME)
 
     def release(self) -> None:
         """Give the folder up (the OS also does when the process ends)."""
@@ -276,23 +326,26 @@ def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) ->
     lock = None
     if is_main:  # one run per folder; taking the lock also proves the folder writable before any step
         lock = RunFolderLock(prepare_out_dir(path)).acquire()
-        for stale in remove_stale_temp_files(path):
-            print(f"removed {stale.name}, a temp file left by a killed run", flush=True)
+        stale = remove_stale_temp_files(path) + [p for name in (sharded.SHARDED_NAME, sharded.BEST_SHARDED_NAME)
+                                                 for p in sharded.remove_stale(path / name)]
+        for p in stale:
+            print(f"removed {p.relative_to(path)}, left by a killed run (an unfinished save)", flush=True)
     state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME)
     changes = vet_resume_config(cfg, state.get("config", {})) if state is not None else {}
-    return RunFolder(path, lock, state, changes)
+    return RunFolder(path, lock, state, changes, sharded=cfg.train.parallel == "fsdp")
+
 
 
 def open_for_eval(cfg: Config, model_config: dict[str, Any]) -> RunFolder:
     """``train.eval_only``: the folder's checkpoint, if any, read without locking or writing anything."""
     path = Path(cfg.train.out_dir)
     state = None
-    if (path / CHECKPOINT_NAME).is_file():
-        state = load_checkpoint(path / CHECKPOINT_NAME)
+    if run_checkpoint(path).exists():
+        state = load_resume_state(path)
         if saved_model_config(state) != model_config:
-            raise ConfigError(f"train.eval_only: the checkpoint {path / CHECKPOINT_NAME} belongs to another model "
+            raise ConfigError(f"train.eval_only: the checkpoint {run_checkpoint(path)} belongs to another model "
                               f"({state.get('model_name')}); choose the model it was trained with.")
-    return RunFolder(path, None, state, {})
+    return RunFolder(path, None, state, {}, sharded=cfg.train.parallel == "fsdp")
 
 
 def rng_snapshot(device: torch.device) -> dict[str, torch.Tensor]:
@@ -306,11 +359,14 @@ def rng_snapshot(device: torch.device) -> dict[str, torch.Tensor]:
 def training_state(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, model_config: Any, cfg: Config,
                    snapshot: dict[str, Any]) -> dict[str, Any]:
     """Everything a resumed run needs, as one checkpoint dict (``snapshot``: RNG, clock and best val loss)."""
+    return {**training_meta(step, model_config, cfg, snapshot), "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def training_meta(step: int, model_config: Any, cfg: Config, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's entries besides the weights and the optimizer state (all a sharded one keeps in meta.pt)."""
     return {
         "format_version": FORMAT_VERSION,
         "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
         "model_config": dataclasses.asdict(model_config),
         "model_name": cfg.model.name,
         "optim_name": cfg.optim.name,
@@ -320,9 +376,23 @@ def training_state(step: int, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, float]:
-    """Load a checkpoint's weights, optimizer state and RNG; returns its ``step``, ``best_val`` and ``elapsed_s``."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    """Load a checkpoint's weights, optimizer state and RNG; returns its ``step``, ``best_val`` and ``elapsed_s``.
+
+    Either format into either kind of model: a sharded checkpoint (``sharded_folder``) is read by DCP
+    straight into FSDP shards (any process count) or whole into a plain model; a one-file checkpoint
+    is cut into shards for an FSDP model."""
+    fsdp = any(is_sharded(p) for p in model.parameters())
+    if state.get("sharded_folder"):
+        if fsdp:
+            sharded.restore(state["sharded_folder"], model, optimizer)
+        else:
+            state = {**state, **sharded.to_single_file(state["sharded_folder"])}
+    if "model" in state:
+        if fsdp:
+            sharded.restore_from_single_file(state, model, optimizer)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
     rng = state.get("rng", {})
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
@@ -344,6 +414,7 @@ def all_finite(tensors: list[torch.Tensor], flagged: torch.Tensor, distributed: 
     overflow where no element does)."""
     from .distributed import all_reduce_mean_
 
+    tensors = [local(t) for t in tensors]  # FSDP: each rank checks its own shards; the vote below covers all
     device = flagged.device
     norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)]) if tensors else torch.zeros(1, device=device)
     bad = (~torch.isfinite(norms).all() | flagged).float().reshape(1)

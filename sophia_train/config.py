@@ -213,6 +213,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA if supported, else fp32) | float32 | bfloat16
     compile: bool = False
+    parallel: str = "ddp"  # ddp (every rank holds everything) | fsdp (FSDP2: parameters, gradients, optimizer state sharded)
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
     plot: bool = True  # write loss_curve.png into out_dir at the end
     log_update_stats: bool = False  # max/mean |delta theta| at log steps (S3 Fig. 2): a copy of every parameter on those steps
@@ -340,7 +341,20 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if t.stop_after_step is not None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
+    _require(t.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, got {t.parallel!r}.")
+    _require(
+        not (t.parallel == "fsdp" and isinstance(o, TorchOptimConfig) and o.torch_class == "Adafactor"),
+        f"optim={o.name} (torch.optim.Adafactor) does not run on FSDP shards: its factored second moment reduces "
+        f"each matrix over rows and columns in place, which sharded DTensors do not support in torch {_torch_version()}. "
+        f"Train it with train.parallel=ddp, or choose another optimizer for FSDP (adamw, sophia_g, lion, ...).",
+    )
     accum_per_rank(total_accum(t, world_size), world_size)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def total_accum(t: "TrainConfig", world_size: int = 1) -> int:

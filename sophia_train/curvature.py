@@ -18,6 +18,14 @@ means, for any fraction. Without the scale the effective rho was rho / hess_frac
 The gradient is taken with ``torch.autograd.grad``: ``.grad`` (the real gradient of the step) is
 never touched, the global grad-norm clip never sees it, and DDP's reducer is bypassed (the caller
 passes the unwrapped module and averages across ranks itself).
+
+Under FSDP (parameters are DTensor shards) gradients only reach the shards through FSDP's own
+reduce-scatter, which runs on ``.backward()``: GNB then sets the real gradients aside, back-propagates
+the sampled-label losses (FSDP averages them over ranks, as the all-reduce would) and puts the real
+gradients back, unchanged. Hutchinson's double backward cannot run through FSDP's gather: it runs on
+a whole-parameter replica assembled for the estimate (the full parameters on every rank while it
+runs, freed after), and each rank keeps its shard of the result. Both give the estimate of the
+unsharded model on the same micro-batches (``tests/test_fsdp.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import torch.nn.functional as F
 
 from .distributed import all_reduce_mean_
 from .model import upcast
+from .parallel import is_sharded, like_param
 
 GNB_STREAM = 2  # seed-stream tag, distinct from the data sampler's train/val streams
 
@@ -92,13 +101,38 @@ def gnb_estimate(
     sampler, so the estimate does not depend on how micro-batches are spread over processes.
     ``scale``: GNB tokens / tokens per optimizer step for Sophia-G's ``rho * bs`` form (module docstring).
     """
-    per_micro = []
-    for index, x in micro_batches:
-        gen = torch.Generator(device=x.device)
-        gen.manual_seed(gnb_seed(seed, step, index))
-        per_micro.append(gnb_gradient(model, x, params, gen, autocast))
-    total = _mean_over_micro_batches(per_micro)
+    if any(is_sharded(p) for p in params):
+        total = _fsdp_gnb_gradient(model, micro_batches, params, seed, step, autocast)
+    else:
+        per_micro = []
+        for index, x in micro_batches:
+            gen = torch.Generator(device=x.device)
+            gen.manual_seed(gnb_seed(seed, step, index))
+            per_micro.append(gnb_gradient(model, x, params, gen, autocast))
+        total = _mean_over_micro_batches(per_micro)
     return {p: (g * g * scale).to(p.dtype) for p, g in zip(params, total)}
+
+
+def _fsdp_gnb_gradient(model, micro_batches, params, seed, step, autocast) -> list[torch.Tensor]:
+    """``g_hat`` of an FSDP model, sharded like ``params``: the sampled-label losses back-propagated
+    through FSDP (mean over micro-batches here, over ranks by its reduce-scatter) with the real ``.grad``
+    set aside meanwhile and restored unchanged."""
+    real = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        for index, x in micro_batches:
+            gen = torch.Generator(device=x.device)
+            gen.manual_seed(gnb_seed(seed, step, index))
+            with autocast if autocast is not None else contextlib.nullcontext():
+                logits, _ = model(x, full_logits=True)
+            y_hat = sample_labels(logits, gen)
+            loss = F.cross_entropy(upcast(logits.reshape(-1, logits.size(-1))), y_hat.reshape(-1))
+            (loss / len(micro_batches)).backward()
+        return [torch.zeros_like(p) if p.grad is None else p.grad.float() for p in params]
+    finally:
+        for p, g in zip(params, real):
+            p.grad = g
 
 
 HUTCHINSON_STREAM = 3
@@ -126,6 +160,10 @@ def hutchinson_estimate(
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if any(is_sharded(p) for p in params):
+        replica, whole = _whole_replica(model, params)
+        estimate = hutchinson_estimate(replica, micro_batches, whole, seed, step, autocast)
+        return {p: like_param(estimate[w], p) for p, w in zip(params, whole)}
     device = params[0].device
     gen = torch.Generator(device=device)
     gen.manual_seed(hutchinson_seed(seed, step))
@@ -140,6 +178,25 @@ def hutchinson_estimate(
             per_micro.append([torch.zeros_like(v) if h is None else h.detach() for v, h in zip(u, hv)])
     total = _mean_over_micro_batches(per_micro)
     return {p: (v * hv).to(p.dtype) for p, v, hv in zip(params, u, total)}
+
+
+def _whole_replica(model: nn.Module, params: Sequence[torch.Tensor]) -> tuple[nn.Module, list[torch.Tensor]]:
+    """A plain copy of an FSDP ``GPT`` holding its whole parameters (gathered from every rank), and the
+    copy's parameters in the order of ``params``."""
+    from .model import GPT
+
+    with torch.device("meta"):
+        replica = GPT(model.config)
+    replica.to_empty(device=params[0].device)
+    replica.transformer.wte.weight = replica.lm_head.weight  # to_empty does not keep the tie
+    by_name = dict(replica.named_parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
+    whole = [by_name[names[id(p)]] for p in params]
+    with torch.no_grad():
+        for w, p in zip(whole, params):
+            w.copy_(p.full_tensor() if is_sharded(p) else p)  # every rank gathers the same tensors in the same order
+    replica.train(model.training)
+    return replica, whole
 
 
 def empirical_fisher_estimate(*_: object, **__: object) -> None:

@@ -59,11 +59,16 @@ def pick_device(requested: str, info: DistInfo) -> torch.device:
     return device
 
 
-def init_process_group(info: DistInfo, device: torch.device) -> None:
-    """Join the torchrun group: NCCL on GPU, gloo on CPU."""
-    if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+def init_process_group(info: DistInfo, device: torch.device, single: bool = False) -> None:
+    """Join the torchrun group: NCCL on GPU, gloo on CPU. ``single``: also make a group of one process
+    when started without torchrun (FSDP needs a group even then)."""
+    if dist.is_initialized() or not (info.enabled or single):
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if info.enabled:
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    else:
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def destroy_process_group() -> None:

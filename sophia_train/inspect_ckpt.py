@@ -17,8 +17,8 @@ from .sample import checkpoint_file, val_loss_at
 def describe(run: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint's summary as plain data (no model is built)."""
     path = checkpoint_file(run)
-    if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path}: give a run folder holding ckpt.pt (or best.pt) or a checkpoint file.")
+    if not path.exists():
+        raise ConfigError(f"no checkpoint at {path}: give a run folder holding ckpt.pt or ckpt.dcp (or best.pt) or a checkpoint file.")
     state = load_checkpoint(path)
     cfg = state.get("config", {})
     shape = saved_model_config(state)

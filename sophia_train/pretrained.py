@@ -25,8 +25,9 @@ TAKEN_KEYS = ("block_size", "vocab_size", "bias", "attn_scale_by_layer", "activa
 
 def is_run(init_from: str) -> bool:
     """Whether ``init_from`` names a sophia_train run folder or checkpoint file (else a Hugging Face model)."""
-    p = Path(init_from).expanduser()
-    return p.is_file() or (p / "ckpt.pt").is_file()
+    from .checkpoint import checkpoint_at
+
+    return checkpoint_at(init_from).exists()
 
 
 def source_model(init_from: str) -> tuple[dict[str, Any], dict | None]:

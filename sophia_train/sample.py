@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, saved_model_config
+from .checkpoint import CHECKPOINT_NAME, checkpoint_at, load_checkpoint, saved_model_config
 from .config import ConfigError
 from .metrics import read_metrics
 from .model import GPT, GPTConfig
+from .sharded_checkpoint import SHARDED_NAME
 from .tokenizer import tokenizer_from_spec
 
 
@@ -36,9 +37,8 @@ class LoadedRun:
 
 
 def checkpoint_file(run: str | os.PathLike) -> Path:
-    """``run/ckpt.pt`` for a run folder, ``run`` itself for a file."""
-    path = Path(run)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    """A run folder's checkpoint (``ckpt.pt``, or ``ckpt.dcp`` of an FSDP run), ``run`` itself for a file."""
+    return checkpoint_at(run)
 
 
 def tokenizer_spec_of(state: dict[str, Any]) -> dict:
@@ -65,8 +65,9 @@ def val_loss_at(folder: Path, step: int, fallback: float) -> float:
 def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedRun:
     """The trained GPT of a run folder (or checkpoint file), in eval mode, with its config and tokenizer."""
     path = checkpoint_file(run)
-    if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path}: give a run folder holding {CHECKPOINT_NAME} (train.out_dir of a run) or a checkpoint file.")
+    if not path.exists():
+        raise ConfigError(f"no checkpoint at {path}: give a run folder holding {CHECKPOINT_NAME} or {SHARDED_NAME} "
+                          f"(train.out_dir of a run) or a checkpoint file.")
     state = load_checkpoint(path, map_location=device)
     model = GPT(GPTConfig(**saved_model_config(state))).to(device)
     model.load_state_dict(state["model"])

@@ -22,7 +22,10 @@ the one step s ended with); the last one right after the final evaluation.
 Three views of one model: ``model`` is the plain ``GPT`` (parameters, checkpoints, double backward);
 ``compiled_model`` is ``torch.compile(model)`` with ``train.compile``, else ``model`` (evaluation and
 the GNB forward); ``train_model`` is what a training step runs through (DDP around ``compiled_model``
-under torchrun).
+under torchrun). With ``train.parallel=fsdp`` all three are one module, sharded in place by
+``parallel.apply_fsdp`` (blocks compiled one by one first with ``train.compile``): its parameters are
+DTensor shards, the gradient norm and every logged statistic are summed over ranks, and checkpoints
+are sharded folders (``sharded_checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import contextlib
 import dataclasses
 import errno
 import math
+import shutil
 import time
 from typing import Any
 
@@ -38,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint as ckpt
+from . import sharded_checkpoint
 from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import ESTIMATORS
 from .data import BatchSampler, open_dataset
@@ -46,6 +51,7 @@ from .meter import StepMeter
 from .metrics import device_peak_flops, format_duration, open_run_log, read_metrics
 from .model import GPT, gpt_config
 from .optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
+from .parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from .pretrained import check_tokenizer, load_init_weights
 from .schedule import lr_at, schedule_args
 
@@ -76,22 +82,27 @@ class Trainer:
         # --- device, process group, model, optimizer ------------------------------------------------
         if t.threads:
             torch.set_num_threads(t.threads)
-        init_process_group(self.info, self.device)
+        self.fsdp = t.parallel == "fsdp"
+        init_process_group(self.info, self.device, single=self.fsdp)
         self.ptdtype = self._pick_dtype()
         self.autocast = torch.autocast(self.device.type, dtype=self.ptdtype) if self.ptdtype != torch.float32 else contextlib.nullcontext()
         torch.manual_seed(t.seed)
         self.model = GPT(self.gpt_config).to(self.device)
         if cfg.init_from and self.folder.resume_state is None:  # a resumed run has its own weights
             load_init_weights(cfg.init_from, self.model)
+        if self.fsdp:  # shard before the optimizer exists, so that its state is sharded too
+            if t.compile:
+                for block in self.model.transformer.h:
+                    block.compile()
+            apply_fsdp(self.model, self.device, self.ptdtype)
+            self.autocast = contextlib.nullcontext()  # FSDP's mixed-precision policy casts instead
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.estimator = ESTIMATORS.get(hessian_estimator(cfg.optim) or "")
         self._init_progress()
-        self.compiled_model: nn.Module = torch.compile(self.model) if t.compile else self.model
+        self.compiled_model: nn.Module = torch.compile(self.model) if t.compile and not self.fsdp else self.model
         self.train_model: nn.Module = self.compiled_model
-        if self.info.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.train_model = DDP(self.compiled_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.info.enabled and not self.fsdp:
+            self.train_model = apply_ddp(self.compiled_model, self.device)
         self.sampler = BatchSampler(self.dataset, self.seq_len, t.batch_size, t.seed, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)
@@ -127,15 +138,19 @@ class Trainer:
     def evaluate(self, split: str = "val") -> float:
         """Mean loss over ``eval_iters`` fixed batches of ``split`` (the same batches at every evaluation;
         train batches from a step the schedule never reaches)."""
-        t = self.cfg.train
+        t, world = self.cfg.train, self.info.world_size
         self.compiled_model.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)
-        for i in range(self.info.rank, t.eval_iters, self.info.world_size):
-            x, y = self.sampler.get(split, 0 if split == "val" else 1 << 40, i)
+        # FSDP gathers parameters inside every forward: all ranks must run as many (spare ones not counted)
+        rounds = -(-t.eval_iters // world) if self.fsdp else len(range(self.info.rank, t.eval_iters, world))
+        for r in range(rounds):
+            i = self.info.rank + r * world
+            x, y = self.sampler.get(split, 0 if split == "val" else 1 << 40, i % t.eval_iters)
             with self.autocast:
                 _, loss = self.compiled_model(x, y)
-            total[0] += loss.double()
-            total[1] += 1
+            if i < t.eval_iters:
+                total[0] += loss.double()
+                total[1] += 1
         self.compiled_model.train()
         if self.info.enabled:
             import torch.distributed as dist
@@ -163,17 +178,16 @@ class Trainer:
         """Write the full training state (rank 0) atomically; all ranks wait for it. A state that is not
         finite is never written: the run stops with the previous checkpoint untouched."""
         tensors = [p.detach() for p in self.params] + ckpt.optimizer_tensors(self.optimizer)
-        if not ckpt.all_finite(tensors, self.nonfinite, self.info.enabled):
+        if not ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp):
             raise TrainingDiverged(
                 f"training diverged: the state after step {step} was not saved because its parameters or optimizer state, "
                 f"or a loss or gradient norm since the last checkpoint (its own included), is NaN/inf; "
                 f"{self._last_checkpoint()}. Lower optim.lr, raise train.warmup_steps, keep train.grad_clip on, or set "
                 f"train.skip_nonfinite=true to skip rare bad steps."
             )
-        if self.info.is_main:
-            state = ckpt.training_state(step, self.model, self.optimizer, self.gpt_config, self.cfg, snapshot or self.snapshot())
+        if self.info.is_main or self.fsdp:  # FSDP: every rank writes its shard
             try:
-                ckpt.save_checkpoint(state, self.ckpt_path)
+                self._write(self.ckpt_path, step, snapshot or self.snapshot())
             except OSError as e:
                 why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
                 raise ConfigError(
@@ -187,13 +201,27 @@ class Trainer:
 
             dist.barrier()
 
+    def _write(self, path, step: int, snapshot: dict[str, Any]) -> None:
+        """Write the state of ``step`` to ``path`` atomically: one file from rank 0, or (FSDP) a sharded
+        folder every rank writes into. Then the run's checkpoint in the other format, if any, is stale."""
+        if self.fsdp:
+            meta = ckpt.training_meta(step, self.gpt_config, self.cfg, snapshot)
+            sharded_checkpoint.save(path, step, self.model, self.optimizer, meta, self.info.is_main)
+        else:
+            ckpt.save_checkpoint(ckpt.training_state(step, self.model, self.optimizer, self.gpt_config, self.cfg, snapshot), path)
+        if self.info.is_main and path == self.ckpt_path:
+            other = self.out_dir / (ckpt.CHECKPOINT_NAME if self.fsdp else sharded_checkpoint.SHARDED_NAME)
+            if other.is_dir():
+                shutil.rmtree(other, ignore_errors=True)
+            else:
+                other.unlink(missing_ok=True)
+
     def _save_best(self, step: int, val: float) -> None:
-        """Write the current state (step ``step``, val loss ``val``) as best.pt, atomically, on rank 0."""
-        if self.info.is_main:
-            snap = {**self.snapshot(), "best_val": val}
-            state = ckpt.training_state(step, self.model, self.optimizer, self.gpt_config, self.cfg, snap)
-            ckpt.save_checkpoint(state, self.out_dir / ckpt.BEST_NAME)
-            self.print(f"step {step:>6} | new best val loss {val:.4f}: saved {self.out_dir / ckpt.BEST_NAME}")
+        """Write the current state (step ``step``, val loss ``val``) as best.pt (FSDP: best.dcp), atomically."""
+        path = self.out_dir / (sharded_checkpoint.BEST_SHARDED_NAME if self.fsdp else ckpt.BEST_NAME)
+        if self.info.is_main or self.fsdp:
+            self._write(path, step, {**self.snapshot(), "best_val": val})
+            self.print(f"step {step:>6} | new best val loss {val:.4f}: saved {path}")
 
     # -- one optimizer step ------------------------------------------------------------------------
     def _hessian_step(self, step: int, micro: list[tuple[int, torch.Tensor, torch.Tensor]]) -> float:
@@ -229,7 +257,8 @@ class Trainer:
             if keep_inputs:
                 micro_xs.append((j, x, y))
             last = micro == self.accum - 1
-            sync = contextlib.nullcontext() if (last or not self.info.enabled) else self.train_model.no_sync()
+            ddp = self.info.enabled and not self.fsdp  # FSDP reduce-scatters every micro-batch: no unsharded grads kept
+            sync = contextlib.nullcontext() if (last or not ddp) else self.train_model.no_sync()
             with sync:
                 with self.autocast:
                     _, loss = self.train_model(x, y)
@@ -251,7 +280,7 @@ class Trainer:
         out: dict[str, Any] = {"lr": lr, "loss": loss}
         norm = None
         if t.grad_clip > 0 or t.skip_nonfinite:  # the norm before any curvature hook (empirical Fisher reads .grad)
-            norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+            norm = grad_norm([p.grad for p in self.params if p.grad is not None])
         finite = torch.isfinite(loss) & (torch.isfinite(norm) if norm is not None else True)
         if t.skip_nonfinite and not all_ranks_agree(finite, self.info):  # every rank skips the same steps
             opt.zero_grad(set_to_none=True)
@@ -264,17 +293,14 @@ class Trainer:
             self._check_finite(step, loss)  # sampling labels from NaN logits would fail obscurely
             out["hessian_s"] = self._hessian_step(step, micro_xs)
         if t.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.params, t.grad_clip, norm)
+            clip_grads_(self.params, t.grad_clip, norm)
             out["grad_norm"] = norm
             out["clipped"] = (norm > t.grad_clip).float()
         before = [p.detach().clone() for p in self.params] if measure_update else None
         optimizer_step(opt, self.tokens_per_step)
         opt.zero_grad(set_to_none=True)
         if before is not None:
-            with torch.no_grad():
-                deltas = [(p.detach() - b).abs() for p, b in zip(self.params, before)]
-                out["update_max"] = torch.stack([d.max() for d in deltas]).max()
-                out["update_mean"] = sum(d.sum() for d in deltas) / sum(d.numel() for d in deltas)
+            out.update(update_size(self.params, before))
         out.update(step_stats(opt))
         return out
 
@@ -333,7 +359,7 @@ class Trainer:
                    f"{g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size}")
         self.print(
             f"optim {cfg.optim.name}{impl} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
-            f"{self.dataset.num_tokens['train']:,} train tokens) | {self.info.world_size} process(es) x "
+            f"{self.dataset.num_tokens['train']:,} train tokens) | {self._parallel_note()}{self.info.world_size} process(es) x "
             f"{self.accum} micro-batches x {t.batch_size} x {self.seq_len} = {self.tokens_per_step:,} tokens/step | "
             f"device {self.device} {str(self.ptdtype).replace('torch.', '')} | out {self.out_dir}"
         )
@@ -358,6 +384,14 @@ class Trainer:
             self.best_val = min(self.best_val, v)
             self.logger.log("eval", {"step": 0, "val_loss": v, "tokens": 0})
             self.print(f"step {0:>6} | val loss {v:.4f} (initial)")
+
+    def _parallel_note(self) -> str:
+        """``fsdp (...) | `` for the banner when parameters are sharded."""
+        if not self.fsdp:
+            return ""
+        mp = f"{str(self.ptdtype).replace('torch.', '')} compute, fp32 master weights and reduction" if self.ptdtype != torch.float32 else "fp32"
+        hutch = "; Hutchinson on a gathered replica" if self.estimator is not None and self.estimator.plain_module else ""
+        return f"fsdp ({self.info.world_size} shards per tensor, {mp}{hutch}) | "
 
     def _note_skip(self, step: int, skips_in_row: int) -> int:
         """Report a skipped step; stop the run after ``train.max_skips_in_row`` in a row."""

@@ -61,6 +61,6 @@ def test_non_editable_install_composes_configs_from_any_folder(tmp_path):
         assert "name: tiny" in out.stdout and "name: adamw" in out.stdout, out.stdout[:2000]
     bare = subprocess.run([str(venv / "bin" / "sophia-train")], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert bare.returncode == 0 and "models: " in bare.stdout and "gpt2_small" in bare.stdout, bare.stdout + bare.stderr[-2000:]
-    for tool in ("sophia-prepare", "sophia-sample", "sophia-export-hf", "sophia-evaluate", "sophia-inspect"):
+    for tool in ("sophia-prepare", "sophia-sample", "sophia-export-hf", "sophia-evaluate", "sophia-inspect", "sophia-convert-ckpt"):
         out = subprocess.run([str(venv / "bin" / tool), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage:" in out.stdout, (tool, out.stderr[-2000:])

@@ -137,7 +137,8 @@ def implementation(opt: torch.optim.Optimizer) -> str:
     if isinstance(opt, FusedFlatMixin):
         if opt.fused:
             return "fused triton"
-        return "per-tensor" if opt.param_groups[0].get("foreach") is False else "foreach"
+        path = "per-tensor" if opt.param_groups[0].get("foreach") is False else "foreach"
+        return f"{path}; fused=true fell back: {opt.fused_fallback}" if opt.fused_fallback else path
     group = opt.param_groups[0] if opt.param_groups else {}
     if group.get("fused"):
         return "fused"

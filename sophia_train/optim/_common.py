@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..parallel import local, shard_group, sharded_sum
+
 #: Elements per foreach call on CPU (4 MiB of fp32). Off CUDA a ``torch._foreach_*`` op loops over its
 #: tensors and every temporary of the list stays alive until the op ends; over a whole model that is
 #: a second copy of the parameters in fresh memory and the step runs at about half speed
@@ -56,7 +58,20 @@ def foreach_chunks(params: list[torch.Tensor]) -> list[tuple[int, int]]:
 
 def unfused_update(group: dict, per_tensor: Callable, foreach: Callable, params: list[torch.Tensor], *lists, **kwargs) -> list:
     """Run ``per_tensor(group, params, *lists)`` (``foreach=False``) or ``foreach`` over each of
-    ``foreach_chunks(params)`` (the default); returns what the calls returned."""
+    ``foreach_chunks(params)`` (the default); returns what the calls returned.
+
+    For an element-wise rule: FSDP shards (DTensors) are handed over as this rank's local pieces, so
+    the update runs on plain tensors in the shards' own memory; what the calls return is per shard.
+    """
+    params, lists = [local(p) for p in params], [[local(t) for t in x] for x in lists]
     if group.get("foreach") is False:
         return [per_tensor(group, params, *lists, **kwargs)]
     return [foreach(group, params[a:b], *(x[a:b] for x in lists), **kwargs) for a, b in foreach_chunks(params)]
+
+
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of all ``tensors`` together (fp32); FSDP shards count once each, over every rank."""
+    if not tensors:
+        return torch.tensor(0.0)
+    squares = torch.stack([local(t).float().pow(2).sum() for t in tensors]).sum()
+    return sharded_sum(squares, shard_group(tensors)).sqrt()

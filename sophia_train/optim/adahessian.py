@@ -17,7 +17,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import AdaHessianConfig
-from ._common import evaluate_closure, lazy_state
+from ._common import evaluate_closure, global_norm, lazy_state
 from .contract import CurvatureOptimizer
 
 
@@ -82,5 +82,4 @@ class AdaHessian(CurvatureOptimizer, Optimizer):
     @torch.no_grad()
     def hessian_norm(self) -> torch.Tensor:
         """L2 norm of the second moment ``v`` (compare with Sophia's ‖h‖ only loosely: it is squared)."""
-        sq = [self.state[p]["v"].float().pow(2).sum() for g in self.param_groups for p in g["params"] if "v" in self.state[p]]
-        return torch.stack(sq).sum().sqrt() if sq else torch.tensor(0.0)
+        return global_norm([self.state[p]["v"] for g in self.param_groups for p in g["params"] if "v" in self.state[p]])

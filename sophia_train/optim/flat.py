@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import round_up
+from ..parallel import is_sharded
 
 #: Element alignment of every parameter inside a flat buffer (GPT-2 shapes need no padding at all).
 ALIGN = 64
@@ -158,7 +159,13 @@ class FusedFlatMixin:
         from sophia_train_kernels.sophia import INTERPRET
 
         self._flat = []
+        self.fused_fallback: str | None = None  # why fused=True could not be honoured (logged in the banner)
         params = [p for g in self.param_groups for p in g["params"]]
+        if fused is not False and any(is_sharded(p) for p in params):
+            # FSDP owns its shards' memory (it gathers from it): the flat buffers cannot take them over
+            if fused:
+                self.fused_fallback = "FSDP shards cannot move into the Triton path's flat buffers"
+            return
         on_cuda = bool(params) and all(p.is_cuda for p in params)
         dtypes_ok = all(p.dtype in (torch.float32, torch.bfloat16) for p in params)
         if fused is None:

@@ -27,7 +27,8 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import SophiaConfig, SophiaHConfig
-from ._common import evaluate_closure, lazy_state, unfused_update
+from ..parallel import shard_group, sharded_sum
+from ._common import evaluate_closure, global_norm, lazy_state, unfused_update
 from .contract import CurvatureOptimizer
 from .flat import FusedFlatMixin
 
@@ -79,6 +80,7 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
                         clip=clip, foreach=foreach)
         super().__init__(params, defaults)
         self.last_stats: dict[str, torch.Tensor] = {}
+        self._shard_group = shard_group(p for g in self.param_groups for p in g["params"])  # FSDP: sum stats over it
         self._setup_fused(fused, maximize=maximize)
 
     def _state_for(self, p: torch.Tensor) -> dict:
@@ -173,8 +175,9 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
                 counts += unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms, hs, bs=bs)
                 torch._foreach_add_([s["step"] for s in states], 1.0)
                 total += sum(p.numel() for p in params)
-        if counts:
-            self.last_stats = {"not_clipped_frac": torch.stack([c.reshape(()).float() for c in counts]).sum() / total}
+        if counts:  # under FSDP the counts are per shard: sum them over the ranks (total is global already)
+            count = sharded_sum(torch.stack([c.reshape(()).float() for c in counts]).sum(), self._shard_group)
+            self.last_stats = {"not_clipped_frac": count / total}
         return loss
 
     # sign(m) * min(|m| / d, 1) == clamp(m / d, -1, 1) exactly for d > 0 (d >= eps): the clamped
@@ -207,10 +210,7 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
     @torch.no_grad()
     def hessian_norm(self) -> torch.Tensor:
         """L2 norm of the whole Hessian EMA ``h`` (the paper's Fig. 8 diagnostic)."""
-        sq = [self.state[p]["h"].float().pow(2).sum() for g in self.param_groups for p in g["params"] if "h" in self.state[p]]
-        if not sq:
-            return torch.tensor(0.0)
-        return torch.stack(sq).sum().sqrt()
+        return global_norm([self.state[p]["h"] for g in self.param_groups for p in g["params"] if "h" in self.state[p]])
 
 
 class SophiaH(SophiaG):

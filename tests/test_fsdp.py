@@ -1,0 +1,228 @@
+"""FSDP2 (train.parallel=fsdp) on CPU with gloo: equivalence with one process, sharded checkpoints that
+resume on another process count and survive a kill -9 mid-save, two "nodes" on one machine, memory table."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import PYTHON, REPO, compose, python_env, tiny_overrides
+from sophia_train import checkpoint as ckpt
+from sophia_train import sharded_checkpoint as sharded
+from sophia_train.config import ConfigError, validate
+from sophia_train.metrics import read_metrics
+
+
+def launch(args: list[str], nproc: int, module: str = "sophia_train", script: str | None = None, timeout: int = 300):
+    """``python -m sophia_train ARGS`` alone (nproc 0) or under torchrun with ``nproc`` processes."""
+    target = [str(REPO / "tests" / script)] if script else ["-m", module]
+    if nproc:
+        cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target, *args]
+    else:
+        cmd = [PYTHON, *target, *args]
+    return subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def curves(folder):
+    rows = read_metrics(folder / "metrics.jsonl")
+    train = {r["step"]: r for r in rows if r["kind"] == "train"}
+    val = {r["step"]: r["val_loss"] for r in rows if r["kind"] == "eval"}
+    return train, val
+
+
+def assert_same_run(a, b, steps, tol=1e-5, params_tol=1e-5, stats=("loss",)):
+    """Runs ``a`` and ``b`` logged the same values at ``steps`` and ended with the same parameters."""
+    (ta, va), (tb, vb) = curves(a), curves(b)
+    for s in steps:
+        for key in stats:
+            x, y = ta[s][key], tb[s][key]
+            assert abs(x - y) <= tol * max(1.0, abs(x)), (a.name, s, key, x, y)
+    for s in set(va) & set(vb):
+        assert abs(va[s] - vb[s]) <= tol, (s, va[s], vb[s])
+    sa, sb = ckpt.load_checkpoint(a), ckpt.load_checkpoint(b)
+    assert sorted(sa["model"]) == sorted(sb["model"])
+    for k in sa["model"]:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=params_tol)
+    return sa, sb
+
+
+ACCUM = ["train.global_batch=8", "train.eval_interval=10", "train.ckpt_interval=10"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["adamw", "sophia_g", "sophia_h", "lion"])
+def test_two_process_fsdp_equals_single_process_accumulation(byte_data, tmp_path, optim):
+    """2 FSDP ranks x 1 micro-batch == 1 process x 2 micro-batches over 30 steps, with Hessian refreshes
+    every 4 steps (GNB through FSDP's backward, Hutchinson on a gathered replica): losses, parameters, the
+    Hessian EMA, and the logged global statistics (grad norm, not-clipped fraction, ||h||)."""
+    extra = [*ACCUM, "train.max_steps=30"]
+    stats = ("loss", "grad_norm")
+    if optim.startswith("sophia"):
+        extra += ["optim.hess_interval=4", "optim.hess_fraction=0.5"]
+        stats += ("not_clipped_frac", "hessian_norm")
+    one = launch(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim), nproc=0)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(tiny_overrides(byte_data, tmp_path / "two", *extra, "train.parallel=fsdp", optim=optim), nproc=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "fsdp (2 shards per tensor, fp32" in two.stdout and "2 process(es) x 1 micro-batches" in two.stdout
+    assert sharded.exists(tmp_path / "two" / "ckpt.dcp") and not (tmp_path / "two" / "ckpt.pt").exists()
+    sa, sb = assert_same_run(tmp_path / "one", tmp_path / "two", range(1, 31), stats=stats)
+    if optim.startswith("sophia"):  # the sharded EMA, gathered, is the single-process one
+        for i, st in sa["optimizer"]["state"].items():
+            assert st["h"].abs().sum() > 0
+            torch.testing.assert_close(st["h"], sb["optimizer"]["state"][i]["h"], rtol=1e-4, atol=1e-10)
+
+
+MOST_OPTIMS = ["adadelta", "adagrad", "adahessian", "adam", "adamax", "ah_clip", "clip", "ef_clip", "gnb_noclip", "momentum",
+               "muon", "nadam", "nesterov", "normalize", "radam", "rmsprop", "s3", "sgd"]
+
+
+@pytest.mark.slow
+def test_every_other_optimizer_trains_under_fsdp(byte_data, tmp_path):
+    """The rest of configs/optim under 2-rank FSDP == one process, 6 steps each (one process group for all).
+    Muon's Newton-Schulz iteration runs in bf16, where a sharded matmul rounds differently: 3e-3."""
+    extra = ["train.global_batch=8", "train.max_steps=6", "train.eval_interval=6", "train.warmup_steps=2"]
+    base = [a for a in tiny_overrides(byte_data, tmp_path, *extra) if not a.startswith(("optim=", "train.out_dir="))]
+    names = ",".join(MOST_OPTIMS)
+    one = launch([str(tmp_path / "one"), names, *base], nproc=0, script="fsdp_worker.py", timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch([str(tmp_path / "two"), names, *base, "train.parallel=fsdp"], nproc=2, script="fsdp_worker.py", timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for name in MOST_OPTIMS:
+        tol = 3e-3 if name == "muon" else 1e-5
+        assert_same_run(tmp_path / "one" / name, tmp_path / "two" / name, range(1, 7), tol=tol, params_tol=max(tol, 1e-5))
+
+
+def test_adafactor_and_unknown_modes_are_refused_before_any_work():
+    with pytest.raises(ConfigError, match="does not run on FSDP shards.*train.parallel=ddp"):
+        validate(compose(["+model=nano", "optim=adafactor", "train.parallel=fsdp"]))
+    with pytest.raises(ConfigError, match="train.parallel must be ddp or fsdp"):
+        validate(compose(["+model=nano", "optim=adamw", "train.parallel=zero3"]))
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_resumes_on_another_process_count(byte_data, tmp_path):
+    """Stop a 2-rank FSDP run at step 6; resume copies with 2, 1 and 3 FSDP ranks and with one plain
+    (DDP-mode) process: each ends as the uninterrupted single-process run does. 6 micro-batches per step
+    split 6 / 3 / 2 ways; 3 ranks shard every tensor unevenly. Then the folder converts and exports."""
+    extra = ["train.batch_size=2", "train.global_batch=12", "train.max_steps=12", "train.eval_interval=6",
+             "optim.hess_interval=4", "optim.hess_fraction=0.5"]
+    ref = launch(tiny_overrides(byte_data, tmp_path / "ref", *extra), nproc=0)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    part = launch(tiny_overrides(byte_data, tmp_path / "part", *extra, "train.parallel=fsdp", "train.stop_after_step=6"), nproc=2)
+    assert part.returncode == 0, part.stderr[-3000:]
+    for nproc, parallel in ((2, "fsdp"), (0, "fsdp"), (3, "fsdp"), (0, "ddp")):
+        folder = tmp_path / f"resume_{nproc}_{parallel}"
+        shutil.copytree(tmp_path / "part", folder)
+        out = launch(tiny_overrides(byte_data, folder, *extra, f"train.parallel={parallel}", "train.resume=true"), nproc=nproc)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "resuming from step 6" in out.stdout
+        assert_same_run(tmp_path / "ref", folder, range(7, 13))
+        # a run keeps one checkpoint, in the format of its last save
+        assert (folder / "ckpt.pt").exists() == (parallel == "ddp") and sharded.exists(folder / "ckpt.dcp") == (parallel == "fsdp")
+
+    run = tmp_path / "resume_2_fsdp"
+    done = subprocess.run([PYTHON, "scripts/convert_checkpoint.py", str(run), "--out", str(tmp_path / "single.pt")], cwd=REPO,
+                          env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single, direct = ckpt.load_checkpoint(tmp_path / "single.pt"), ckpt.load_checkpoint(tmp_path / "ref")
+    assert single["step"] == 12 and single["optim_name"] == direct["optim_name"]
+    assert sorted(single["optimizer"]["state"]) == sorted(direct["optimizer"]["state"])
+
+    pytest.importorskip("transformers")
+    from sophia_train.hf import export_hf
+    from sophia_train.sample import load_run
+
+    export_hf(run, tmp_path / "hf")
+    import transformers
+
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ours = load_run(run).model
+    x = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, ours(x, full_logits=True)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_sharded_save_leaves_the_previous_checkpoint(byte_data, tmp_path):
+    """Rank 1 is SIGKILLed inside the save of step 8, after writing its shard: LATEST still names step 4,
+    which loads; resuming removes the torn folder and finishes."""
+    run = tmp_path / "run"
+    args = tiny_overrides(byte_data, run, "train.global_batch=8", "train.max_steps=12", "train.ckpt_interval=4",
+                          "train.parallel=fsdp", optim="adamw")
+    killed = launch(["8", *args], nproc=2, script="fsdp_kill_during_save.py")
+    assert killed.returncode != 0
+    leftovers = [p.name for p in (run / "ckpt.dcp").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers and leftovers[0].startswith("step-00000008"), list((run / "ckpt.dcp").iterdir())
+    assert any(p.name.startswith("__1_") for p in (run / "ckpt.dcp" / leftovers[0]).iterdir())  # the dead rank's shard
+    assert ckpt.load_checkpoint(run)["step"] == 4
+    resumed = launch([*args, "train.resume=true"], nproc=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step 4" in resumed.stdout and f"removed ckpt.dcp/{leftovers[0]}" in resumed.stdout
+    assert ckpt.load_checkpoint(run)["step"] == 12
+    assert [p.name for p in (run / "ckpt.dcp").iterdir() if p.is_dir()] == [sharded.latest(run / "ckpt.dcp").name]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_with_c10d_rendezvous(byte_data, tmp_path):
+    """Two torchrun launches (--nnodes=2, c10d rendezvous on 127.0.0.1), one process each, FSDP: the
+    same run as one process with 2 micro-batches."""
+    extra = ["train.global_batch=8", "train.max_steps=8", "train.eval_interval=4", "optim.hess_interval=4"]
+    one = launch(tiny_overrides(byte_data, tmp_path / "one", *extra), nproc=0)
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    args = tiny_overrides(byte_data, tmp_path / "two", *extra, "train.parallel=fsdp")
+    nodes = [subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+                               f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "sophia_train", *args],
+                              cwd=REPO, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    for n, (_, err) in zip(nodes, outs):
+        assert n.returncode == 0, err[-3000:]
+    assert sum("2 process(es) x 1 micro-batches" in o for o, _ in outs) == 1  # printed by global rank 0 only
+    assert_same_run(tmp_path / "one", tmp_path / "two", range(1, 9))
+
+
+def test_memory_table_counts_the_real_model_and_optimizer():
+    """Known answers: AdamW keeps two fp32 tensors per parameter (plus 0-d step counters), Lion one; FSDP
+    holds ceil(rows / world) rows of each tensor."""
+    from sophia_train.memory import build_on_meta, state_bytes
+
+    model, adamw = build_on_meta("nano", "adamw", vocab_size=256)
+    params = list(model.parameters())
+    n = sum(p.numel() for p in params)
+    ddp = state_bytes(model, adamw, "ddp", 8)
+    assert (ddp.params, ddp.grads) == (4 * n, 4 * n)
+    assert ddp.optim == 2 * 4 * n + 4 * len(params)  # exp_avg, exp_avg_sq; a float32 step per parameter
+    fsdp = state_bytes(model, adamw, "fsdp", 8)
+    assert fsdp.params == sum(4 * -(-p.shape[0] // 8) * (p.numel() // p.shape[0]) for p in params)
+    assert fsdp.params * 8 >= ddp.params and fsdp.params < ddp.params / 4
+    _, lion = build_on_meta("nano", "lion", vocab_size=256)
+    assert state_bytes(model, lion, "ddp", 8).optim == 4 * n
+    proc = subprocess.run([sys.executable, "scripts/memory_table.py", "--models", "nano", "--optims", "sophia_g", "--world", "4"],
+                          cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "| nano |" in proc.stdout and "FSDP x4" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_grad_norm_does_not_depend_on_how_tensors_are_cut():
+    """The global norm (fp64 accumulation) of whole tensors equals the one summed from row pieces."""
+    from sophia_train.parallel import grad_norm
+
+    torch.manual_seed(0)
+    grads = [torch.randn(37, 11) * 3, torch.randn(5), torch.randn(64, 64) * 1e-3]
+    whole = grad_norm(grads)
+    pieces = [g[i::3] for g in grads for i in range(3)]  # rows dealt over 3 "ranks"
+    assert float(whole) == float(grad_norm(pieces))
+    ref = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).float()
+    assert float(whole) == float(ref)
