@@ -342,19 +342,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
     _require(t.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, got {t.parallel!r}.")
-    _require(
-        not (t.parallel == "fsdp" and isinstance(o, TorchOptimConfig) and o.torch_class == "Adafactor"),
-        f"optim={o.name} (torch.optim.Adafactor) does not run on FSDP shards: its factored second moment reduces "
-        f"each matrix over rows and columns in place, which sharded DTensors do not support in torch {_torch_version()}. "
-        f"Train it with train.parallel=ddp, or choose another optimizer for FSDP (adamw, sophia_g, lion, ...).",
-    )
     accum_per_rank(total_accum(t, world_size), world_size)
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
 
 
 def total_accum(t: "TrainConfig", world_size: int = 1) -> int:

@@ -27,6 +27,7 @@ from ..config import (
     SophiaHConfig,
     TorchOptimConfig,
 )
+from ..parallel import is_sharded
 from .adahessian import AdaHessian
 from .contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature
 from .flat import FusedFlatMixin
@@ -35,6 +36,7 @@ from .muon import MuonAdamW, split_for_muon
 from .normalize import NormalizedMomentum
 from .s3 import SoftSignSGD
 from .sophia import SophiaG, SophiaH
+from .whole import WholeTensorSteps, whole_tensor_class
 
 __all__ = [
     "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",
@@ -94,11 +96,17 @@ def _muon(model: nn.Module, cfg: MuonConfig, device: torch.device) -> torch.opti
                      nesterov=cfg.nesterov, ns_steps=cfg.ns_steps, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
+#: torch.optim rules that are not element-wise on a matrix: under FSDP they step on whole tensors (optim/whole.py)
+WHOLE_TENSOR_RULES = ("Adafactor",)
+
+
 def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> torch.optim.Optimizer:
     cls = getattr(torch.optim, cfg.torch_class, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"optim.torch_class={cfg.torch_class!r} is not an optimizer of this torch ({torch.__version__}).")
     groups = param_groups(model, cfg.weight_decay)
+    if cfg.torch_class in WHOLE_TENSOR_RULES and any(is_sharded(p) for g in groups for p in g["params"]):
+        cls = whole_tensor_class(cls)
     try:
         return cls(groups, lr=cfg.lr, **dict(cfg.kwargs))
     except TypeError as e:
@@ -134,6 +142,8 @@ def hessian_estimator(cfg: OptimConfig) -> str | None:
 
 def implementation(opt: torch.optim.Optimizer) -> str:
     """Which code path runs ``opt.step()``: "fused triton", "fused", "foreach", "per-tensor" or "" (one path only)."""
+    if isinstance(opt, WholeTensorSteps):
+        return "whole tensors, gathered one parameter at a time"
     if isinstance(opt, FusedFlatMixin):
         if opt.fused:
             return "fused triton"
