@@ -95,7 +95,12 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
         tmp.mkdir(parents=True)
     if dist.is_initialized():
         dist.barrier()
-    dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp)  # returns once every shard and .metadata are written
+    try:
+        dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp)  # returns once every shard and .metadata are written
+    except BaseException as e:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _as_os_error(e) from None
     if is_main:
         with open(tmp / META, "wb") as f:
             torch.save(meta, f)
@@ -118,6 +123,19 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
     if dist.is_initialized():
         dist.barrier()
     return final
+
+
+def _as_os_error(e: BaseException) -> BaseException:
+    """DCP reports a rank's failed write as a ``CheckpointException`` wrapping it: hand back the first
+    ``OSError`` inside (disk full, permissions), so the trainer can say what happened in one paragraph."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if isinstance(e, CheckpointException):
+        for failure in e.failures.values():
+            inner = failure[0] if isinstance(failure, tuple) else failure
+            if isinstance(inner, OSError):
+                return OSError(inner.errno, inner.strerror or str(inner))
+    return e
 
 
 def load_meta(folder: str | os.PathLike) -> dict[str, Any]:

@@ -242,3 +242,34 @@ def test_single_process_fsdp_falls_back_from_fused_and_its_checkpoint_serves_eva
         ev = launch([*args[:-2], f"train.parallel={parallel}", "train.eval_only=true"], nproc=0)
         assert ev.returncode == 0, ev.stderr[-3000:]
         assert f"val loss {val[4]:.4f}" in ev.stdout and "(step 4)" in ev.stdout, ev.stdout[-1500:]
+
+
+def test_a_failed_sharded_save_keeps_the_previous_checkpoint(byte_data, tmp_path, monkeypatch):
+    """A disk-full write inside DCP becomes the one-paragraph message; LATEST keeps naming step 4 and
+    the unfinished folder is gone."""
+    import errno
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+    from sophia_train.trainer import Trainer
+
+    args = tiny_overrides(byte_data, tmp_path, "train.max_steps=4", "train.parallel=fsdp", optim="adamw")
+    try:
+        Trainer(compose(args)).fit()
+        good = sharded.latest(tmp_path / "ckpt.dcp")
+        assert good is not None and good.name.startswith("step-00000004")
+
+        def disk_full(self, plan, planner):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(FileSystemWriter, "write_data", disk_full)
+        tr = Trainer(compose([*args, "train.max_steps=8", "train.resume=true", "train.resume_allow=[train.max_steps]"]))
+        with pytest.raises(ConfigError, match=r"could not write the checkpoint of step 8 .*the disk is full.*step 4\) is intact"):
+            tr.fit()
+        assert sharded.latest(tmp_path / "ckpt.dcp") == good
+        assert [p.name for p in (tmp_path / "ckpt.dcp").iterdir() if p.is_dir()] == [good.name]
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
