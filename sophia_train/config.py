@@ -169,6 +169,35 @@ class MuonConfig(OptimConfig):
 
 
 @dataclass
+class SOAPConfig(OptimConfig):
+    """SOAP (Vyas et al. 2024, "SOAP: Improving and Stabilizing Shampoo using Adam"): Adam run in the
+    eigenbasis of Shampoo's preconditioner, refreshed every ``precondition_frequency`` steps; the
+    paper's defaults, run by ``heavyball.SOAP`` (the ``peers`` extra)."""
+
+    name: str = "soap"
+    lr: float = 3e-3
+    betas: tuple[float, float] = (0.95, 0.95)
+    shampoo_beta: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    precondition_frequency: int = 10
+    max_precond_dim: int = 2048  # dimensions larger than this (the vocabulary) are not preconditioned
+
+
+@dataclass
+class KronConfig(OptimConfig):
+    """PSGD Kron (Li 2018, "Preconditioner on Matrix Lie Group for SGD"; the Kronecker-factored form of
+    kron_torch): momentum preconditioned by a learned Kronecker-factored matrix; ``heavyball.PSGDKron``."""
+
+    name: str = "kron"
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # betas[0]: the momentum
+    weight_decay: float = 0.0
+    precond_lr: float = 0.1
+    max_size_triangular: int = 8192  # larger dimensions get a diagonal factor
+
+
+@dataclass
 class TorchOptimConfig(OptimConfig):
     """Any ``torch.optim`` class by name; ``kwargs`` go to its constructor unchanged."""
 
@@ -254,6 +283,8 @@ OPTIM_SCHEMAS: dict[str, type] = {
     "s3": S3Config,
     "normalize": NormalizeConfig,
     "muon": MuonConfig,
+    "soap": SOAPConfig,
+    "kron": KronConfig,
     "torch": TorchOptimConfig,
 }
 
@@ -342,6 +373,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         _require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     _require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")
     _require(t.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, got {t.parallel!r}.")
+    _require(
+        not (t.parallel == "fsdp" and isinstance(o, (SOAPConfig, KronConfig))),
+        f"optim={o.name} (heavyball) preconditions whole matrices and is not wired for FSDP shards yet; train it "
+        f"with train.parallel=ddp.",
+    )
     accum_per_rank(total_accum(t, world_size), world_size)
 
 

@@ -18,11 +18,13 @@ from ..config import (
     AdaHessianConfig,
     AdamWConfig,
     ConfigError,
+    KronConfig,
     LionConfig,
     MuonConfig,
     NormalizeConfig,
     OptimConfig,
     S3Config,
+    SOAPConfig,
     SophiaConfig,
     SophiaHConfig,
     TorchOptimConfig,
@@ -34,6 +36,7 @@ from .flat import FusedFlatMixin
 from .lion import Lion
 from .muon import MuonAdamW, split_for_muon
 from .normalize import NormalizedMomentum
+from .peers import build_kron, build_soap
 from .s3 import SoftSignSGD
 from .sophia import SophiaG, SophiaH
 from .whole import WholeTensorSteps, whole_tensor_class
@@ -122,6 +125,8 @@ BUILDERS: dict[type, Callable[[nn.Module, OptimConfig, torch.device], torch.opti
     S3Config: _s3,
     NormalizeConfig: _normalize,
     MuonConfig: _muon,
+    SOAPConfig: lambda model, cfg, device: build_soap(param_groups(model, cfg.weight_decay), cfg, device),
+    KronConfig: lambda model, cfg, device: build_kron(param_groups(model, cfg.weight_decay), cfg, device),
     TorchOptimConfig: _torch,
 }
 
