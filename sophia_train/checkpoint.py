@@ -335,7 +335,6 @@ def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) ->
     return RunFolder(path, lock, state, changes, sharded=cfg.train.parallel == "fsdp")
 
 
-
 def open_for_eval(cfg: Config, model_config: dict[str, Any]) -> RunFolder:
     """``train.eval_only``: the folder's checkpoint, if any, read without locking or writing anything."""
     path = Path(cfg.train.out_dir)

@@ -107,17 +107,21 @@ def test_an_unknown_parallel_mode_is_refused_before_any_work():
 @pytest.mark.slow
 def test_sharded_checkpoint_resumes_on_another_process_count(byte_data, tmp_path):
     """Stop a 2-rank FSDP run at step 6; resume copies with 2, 1 and 3 FSDP ranks and with one plain
-    (DDP-mode) process: each ends as the uninterrupted single-process run does. 6 micro-batches per step
-    split 6 / 3 / 2 ways; 3 ranks shard every tensor unevenly. Then the folder converts and exports."""
+    (DDP-mode) process, and resume a single-process run's ckpt.pt with 2 FSDP ranks: each ends as the
+    uninterrupted single-process run does. 6 micro-batches per step split 6 / 3 / 2 ways; 3 ranks shard
+    every tensor unevenly. Then the folder converts and exports."""
     extra = ["train.batch_size=2", "train.global_batch=12", "train.max_steps=12", "train.eval_interval=6",
              "optim.hess_interval=4", "optim.hess_fraction=0.5"]
     ref = launch(tiny_overrides(byte_data, tmp_path / "ref", *extra), nproc=0)
     assert ref.returncode == 0, ref.stderr[-3000:]
     part = launch(tiny_overrides(byte_data, tmp_path / "part", *extra, "train.parallel=fsdp", "train.stop_after_step=6"), nproc=2)
     assert part.returncode == 0, part.stderr[-3000:]
-    for nproc, parallel in ((2, "fsdp"), (0, "fsdp"), (3, "fsdp"), (0, "ddp")):
-        folder = tmp_path / f"resume_{nproc}_{parallel}"
-        shutil.copytree(tmp_path / "part", folder)
+    single_part = launch(tiny_overrides(byte_data, tmp_path / "single_part", *extra, "train.stop_after_step=6"), nproc=0)
+    assert single_part.returncode == 0, single_part.stderr[-3000:]
+    for source, nproc, parallel in (("part", 2, "fsdp"), ("part", 0, "fsdp"), ("part", 3, "fsdp"), ("part", 0, "ddp"),
+                                    ("single_part", 2, "fsdp")):  # the last: a DDP run's ckpt.pt cut into shards
+        folder = tmp_path / f"resume_{source}_{nproc}_{parallel}"
+        shutil.copytree(tmp_path / source, folder)
         out = launch(tiny_overrides(byte_data, folder, *extra, f"train.parallel={parallel}", "train.resume=true"), nproc=nproc)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "resuming from step 6" in out.stdout
@@ -125,7 +129,7 @@ def test_sharded_checkpoint_resumes_on_another_process_count(byte_data, tmp_path
         # a run keeps one checkpoint, in the format of its last save
         assert (folder / "ckpt.pt").exists() == (parallel == "ddp") and sharded.exists(folder / "ckpt.dcp") == (parallel == "fsdp")
 
-    run = tmp_path / "resume_2_fsdp"
+    run = tmp_path / "resume_part_2_fsdp"
     done = subprocess.run([PYTHON, "scripts/convert_checkpoint.py", str(run), "--out", str(tmp_path / "single.pt")], cwd=REPO,
                           env=python_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
