@@ -1,0 +1,54 @@
+"""The speedup arithmetic of the optimizer benchmark against answers computed by hand on synthetic losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sophia_train.speedup import compute_per_token, data_speedup, fit_power_law, half_budget_verdict, seed_speedups
+
+A, B, C = 30.0, 0.3, 2.0
+BUDGETS = [1e6, 2e6, 4e6, 8e6]
+
+
+def law(d: float) -> float:
+    return A * d**-B + C
+
+
+def test_the_fit_recovers_a_known_power_law_with_zero_residuals():
+    fit = fit_power_law(BUDGETS, [law(d) for d in BUDGETS])
+    assert fit.a == pytest.approx(A, rel=1e-5) and fit.b == pytest.approx(B, rel=1e-5) and fit.c == pytest.approx(C, abs=1e-6)
+    assert max(abs(r) for r in fit.residuals) < 1e-9
+    assert fit.inverse(law(3e6)) == pytest.approx(3e6, rel=1e-6)
+
+
+def test_residuals_are_what_the_fit_misses():
+    noise = [0.01, -0.02, 0.015, -0.005]
+    losses = [law(d) + e for d, e in zip(BUDGETS, noise)]
+    fit = fit_power_law(BUDGETS, losses)
+    np.testing.assert_allclose(fit.residuals, [y - fit(d) for d, y in zip(BUDGETS, losses)], atol=1e-12)
+    assert fit.c < min(losses) and fit.b > 0 and fit.rmse < 0.02
+
+
+def test_speedups_in_data_compute_and_across_seeds_match_hand_computed_values():
+    fit = fit_power_law(BUDGETS, [law(d) for d in BUDGETS])
+    # X reaches at 1M tokens what AdamW reaches at 2M: a 2x data speedup
+    assert data_speedup(fit, law(2e6), 1e6) == pytest.approx(2.0, rel=1e-5)
+    # Sophia-G's GNB on 32 of 480 sequences every 10 steps costs one forward+backward: 1/150 more FLOPs
+    f = 6 * 124e6
+    sophia, adamw = compute_per_token(f, 1.0, 32 / 480, 10), compute_per_token(f)
+    assert sophia == pytest.approx(f * (1 + 1 / 150))
+    assert fit.inverse(law(2e6)) * adamw / (1e6 * sophia) == pytest.approx(2 / (1 + 1 / 150), rel=1e-5)
+    # two seeds with 2x and 4x: mean 3, sd sqrt(2)
+    s = seed_speedups(fit, [law(2e6), law(4e6)], 1e6)
+    assert s.mean == pytest.approx(3.0, rel=1e-5) and s.sd == pytest.approx(math.sqrt(2), rel=1e-5)
+    # a loss at or below AdamW's floor has no finite speedup
+    assert math.isinf(data_speedup(fit, C - 0.1, 1e6)) and math.isinf(seed_speedups(fit, [C - 1e-3], 1e6).mean)
+
+
+def test_half_budget_verdict_and_too_few_budgets():
+    assert half_budget_verdict(law(2e6), law(2e6)) and not half_budget_verdict(law(1e6), law(2e6))
+    with pytest.raises(ValueError, match="3 or more budgets"):
+        fit_power_law([1e6, 2e6, 2e6], [3.0, 2.9, 2.9])
