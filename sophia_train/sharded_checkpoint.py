@@ -106,10 +106,7 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
             torch.save(meta, f)
             f.flush()
             os.fsync(f.fileno())
-        for p in tmp.iterdir():  # the shards are on disk before the folder can be named complete
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        _fsync_dir(tmp)  # DCP's FileSystemWriter already fsynced every shard it wrote (sync_files)
         os.rename(tmp, final)
         pointer = root / f"{LATEST}.tmp.{os.getpid()}"
         pointer.write_text(final.name + "\n")
