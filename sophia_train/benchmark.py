@@ -1,0 +1,511 @@
+"""The fair optimizer benchmark: every optimizer tuned, compared at the end of training across model
+sizes and data budgets, speedups over AdamW as the Sophia paper and Wen et al. (2025) define them.
+
+A profile (``PROFILES``) names the model sizes, the budgets of each (optimizer steps at a fixed batch,
+each run with its own full warmup + cosine schedule), the seeds, the optimizers and their search spaces.
+
+1. Phase I: coordinate descent (``cpu_benchmark.tune``: a line search per hyperparameter, the grid
+   extended while the best sits on its edge, a second pass at v/2, v, 2v) over each optimizer's own
+   hyperparameters at the smallest size and its middle budget. Betas are searched as 1 - beta (log
+   scale), the warmup as a fraction of the run.
+2. Phase II: at every other (size, budget), only the scale-sensitive hyperparameters (``phase2``: the
+   LR, and rho for Sophia) are searched again, around the Phase I point.
+3. The chosen point of every (optimizer, size, budget) runs with every seed; the reports use the
+   mean and sd over seeds. ``speedup.py`` fits AdamW's L(D) per size and turns each loss into the
+   data, wall-clock and compute AdamW would need.
+
+Every run is an ordinary training run in ``OUT/runs/<name>``; ``OUT/results.jsonl`` keeps each
+finished run's final val loss, training seconds and tokens, so re-invoking skips finished runs, and a
+run interrupted mid-way continues from its checkpoint. ``OUT/table.md`` and the PNGs are rebuilt from
+results at the end (``--report-only`` rebuilds them alone).
+
+    python scripts/optimizer_benchmark.py --profile quick --out runs/benchmark_quick   # a few minutes
+    python scripts/optimizer_benchmark.py --profile cpu --out results/benchmark_cpu
+    python scripts/optimizer_benchmark.py --profile gpu_small --estimate                # GPU-hours, no runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import TrainingDiverged, compose_config
+from .cpu_benchmark import tune
+from .metrics import format_duration, read_metrics
+
+
+@dataclass(frozen=True)
+class Size:
+    """A model size: its overrides and its budgets (optimizer steps; tokens = steps x tokens per step)."""
+
+    name: str
+    overrides: tuple[str, ...]
+    steps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one benchmark runs (see the module docstring)."""
+
+    name: str
+    base: tuple[str, ...]  # overrides every run shares (data, batch, evaluation)
+    sizes: tuple[Size, ...]
+    seeds: tuple[int, ...]
+    spaces: dict[str, dict[str, list[float]]]  # Phase I: optimizer -> hyperparameter -> first grid
+    phase2: dict[str, tuple[str, ...]] = field(default_factory=dict)  # retuned at every other (size, budget)
+
+    @property
+    def optims(self) -> list[str]:
+        return list(self.spaces)
+
+
+_BASE_CPU = ("train.batch_size=8", "train.seq_len=64", "train.eval_iters=8", "train.log_interval=50", "train.plot=false",
+             "train.grad_clip=1.0")
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(  # what the tests run end to end: 3 sizes x 3 budgets, 2 seeds, a few minutes on 2 cores
+        name="quick",
+        base=("train.batch_size=8", "train.seq_len=32", "train.eval_iters=4", "train.log_interval=100", "train.plot=false"),
+        sizes=tuple(Size(f"nano{d}", ("+model=nano", f"model.n_embd={d}", "model.n_head=2"), (100, 200, 400)) for d in (16, 32, 48)),
+        seeds=(0, 1),
+        spaces={"adamw": {"lr": [1e-2, 2e-2, 4e-2]}, "sophia_g": {"lr": [4e-3, 8e-3, 1.6e-2], "rho": [0.1, 0.2, 0.4]}},
+        phase2={"adamw": ("lr",), "sophia_g": ("lr",)},
+    ),
+    "cpu": Profile(  # byte-level models on the embedded corpus, sized for ~2.5 h on 2 cores (to be confirmed by its run)
+        name="cpu",
+        base=_BASE_CPU,
+        sizes=(Size("tiny2x64", ("+model=tiny", "model.n_layer=2", "model.n_embd=64", "model.n_head=2"), (100, 200, 400)),
+               Size("tiny3x96", ("+model=tiny", "model.n_layer=3", "model.n_embd=96", "model.n_head=3"), (100, 200, 400)),
+               Size("tiny4x128", ("+model=tiny",), (100, 200, 400))),
+        seeds=(0, 1, 2),
+        spaces={
+            "adamw": {"lr": [1e-3, 2e-3, 4e-3], "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
+                      "warmup": [0.025, 0.05, 0.1]},
+            "lion": {"lr": [2.5e-4, 5e-4, 1e-3], "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_g": {"lr": [3e-4, 6e-4, 1.2e-3], "rho": [0.025, 0.05, 0.1], "hess_interval": [5, 10, 20],
+                         "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_h": {"lr": [3e-4, 6e-4, 1.2e-3], "rho": [0.005, 0.01, 0.02], "hess_interval": [5, 10, 20]},
+            "s3": {"lr": [5e-4, 1e-3, 2e-3], "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
+            "muon": {"lr": [5e-4, 1e-3, 2e-3], "weight_decay": [0.05, 0.1, 0.2]},
+            "soap": {"lr": [1.5e-3, 3e-3, 6e-3], "one_minus_beta2": [0.025, 0.05, 0.1]},
+            "kron": {"lr": [1.5e-4, 3e-4, 6e-4]},
+        },
+        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
+                "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
+    ),
+    "gpu_small": Profile(  # OpenWebText, GPT-2 BPE, the paper's batch (480 x 1024): see --estimate for GPU-hours
+        name="gpu_small",
+        base=("+experiment=paper", "train.eval_iters=50", "train.plot=false"),
+        sizes=(Size("gpt2_30m", ("+model=gpt2_30m",), (2500, 5000, 10000)),
+               Size("gpt2_small", ("+model=gpt2_small",), (5000, 10000, 20000)),
+               Size("gpt2_medium", ("+model=gpt2_medium",), (10000, 20000, 40000))),
+        seeds=(0, 1, 2),
+        spaces={"adamw": {"lr": [3e-4, 6e-4, 1.2e-3], "one_minus_beta2": [0.025, 0.05, 0.1]},
+                "lion": {"lr": [5e-5, 1e-4, 2e-4]},
+                "sophia_g": {"lr": [1.5e-4, 3e-4, 6e-4], "rho": [0.025, 0.05, 0.1]},
+                "soap": {"lr": [1.5e-3, 3e-3, 6e-3]}, "kron": {"lr": [1.5e-4, 3e-4, 6e-4]}, "muon": {"lr": [1e-3, 2e-3, 4e-3]}},
+        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "soap": ("lr",), "kron": ("lr",), "muon": ("lr",)},
+    ),
+}
+
+
+def overrides_for(optim: str, point: dict[str, float], steps: int) -> list[str]:
+    """Config overrides of one hyperparameter point (1 - beta and the warmup fraction turned into settings)."""
+    out = [f"optim={optim}", f"train.max_steps={steps}"]
+    warmup = point.get("warmup", 0.05)
+    out.append(f"train.warmup_steps={max(1, round(warmup * steps))}")
+    defaults = None
+    for key, value in sorted(point.items()):
+        if key == "warmup":
+            continue
+        if key == "one_minus_beta2":
+            defaults = defaults or compose_config(["+model=nano", f"optim={optim}"]).optim
+            out.append(f"optim.betas=[{defaults.betas[0]},{1 - value:.6g}]")
+        elif key == "one_minus_beta":
+            out.append(f"optim.beta={1 - value:.6g}")
+        elif key in ("hess_interval", "p"):
+            out.append(f"optim.{key}={max(1, round(value))}")
+        else:
+            out.append(f"optim.{key}={value:.6g}")
+    return out
+
+
+def run_name(size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> str:
+    """Folder name of one run: size, optimizer, hyperparameters, budget and seed."""
+    hp = "-".join(f"{k}{v:.4g}" for k, v in sorted(point.items()))
+    return f"{size.name}-{optim}-{hp}-T{steps}-s{seed}"
+
+
+@dataclass
+class RunResult:
+    """What the reports need of a finished run."""
+
+    final_val: float
+    seconds: float
+    tokens: int
+
+
+class Runner:
+    """Runs (or reuses) training runs and prints the progress: runs done of planned, and the ETA."""
+
+    def __init__(self, out: Path, profile: Profile, extra: list[str], planned: int):
+        self.out, self.profile, self.extra = out, profile, extra
+        self.results_file = out / "results.jsonl"
+        self.results: dict[str, dict] = {}
+        if self.results_file.exists():
+            for line in self.results_file.read_text().splitlines():
+                row = json.loads(line)
+                self.results[row["name"]] = row
+        self.planned, self.done, self.trained, self.train_seconds = planned, 0, 0, 0.0
+        self.t0 = time.perf_counter()
+
+    def run(self, size: Size, optim: str, point: dict[str, float], steps: int, seed: int, phase: str) -> RunResult:
+        """The final val loss, seconds and tokens of one run (inf loss when it diverged)."""
+        name = run_name(size, optim, point, steps, seed)
+        self.done += 1
+        self.planned = max(self.planned, self.done)
+        if name not in self.results:
+            self.results[name] = self._train(name, size, optim, point, steps, seed)
+            with open(self.results_file, "a") as f:
+                f.write(json.dumps(self.results[name]) + "\n")
+            self.trained += 1
+            self.train_seconds += self.results[name]["wall"]
+            self._progress(name, phase)
+        row = self.results[name]
+        return RunResult(row["final_val"], row["seconds"], row["tokens"])
+
+    def overrides(self, name: str, size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> list[str]:
+        """The training run ``name`` as config overrides (checkpointed every quarter, so a killed run resumes)."""
+        return [*self.profile.base, *size.overrides, *overrides_for(optim, point, steps), f"train.seed={seed}",
+                f"train.out_dir={self.out / 'runs' / name}", f"train.eval_interval={steps}",
+                f"train.ckpt_interval={max(1, steps // 4)}", *self.extra]
+
+    def _train(self, name: str, size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> dict:
+        from .trainer import Trainer
+
+        folder = self.out / "runs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        resume = (folder / "ckpt.pt").exists()  # a run a killed benchmark left half-way
+        overrides = [*self.overrides(name, size, optim, point, steps, seed), "train.resume=true" if resume else "train.overwrite=true"]
+        t0 = time.perf_counter()
+        with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+            try:
+                trainer = Trainer(compose_config(overrides))
+                tokens = trainer.tokens_per_step * steps
+                trainer.fit()
+                loss = _final_val(folder)
+            except TrainingDiverged as e:  # a diverged run is a result (an infinite loss), not a crash
+                print(f"diverged: {e}")
+                loss, tokens = math.inf, 0
+        evals = [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "eval" and "elapsed_s" in r]
+        seconds = evals[-1]["elapsed_s"] if evals and math.isfinite(loss) else math.nan
+        (folder / "ckpt.pt").unlink(missing_ok=True)  # the metrics are the result; checkpoints would fill the disk
+        return {"name": name, "size": size.name, "optim": optim, "point": point, "steps": steps, "seed": seed,
+                "final_val": loss, "seconds": seconds, "tokens": tokens, "wall": time.perf_counter() - t0}
+
+    def _progress(self, name: str, phase: str) -> None:
+        mean = self.train_seconds / max(1, self.trained)
+        left = max(0, self.planned - self.done) * mean
+        row = self.results[name]
+        print(f"[{self.profile.name}] {self.done}/{self.planned} runs | {phase} | {name} | final val {row['final_val']:.4f} | "
+              f"{row['wall']:.1f}s | elapsed {format_duration(time.perf_counter() - self.t0)} | ETA ~{format_duration(left)}",
+              flush=True)
+
+
+def _final_val(folder: Path) -> float:
+    end = [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "end"]
+    return float(end[-1]["final_val_loss"])
+
+
+def planned_runs(profile: Profile) -> int:
+    """A first estimate of the runs a profile takes (grid extensions may add some)."""
+    budgets = sum(len(s.steps) for s in profile.sizes)
+    total = 0
+    for optim, space in profile.spaces.items():
+        phase1 = 3 * len(space) * (1 if len(space) == 1 else 2)
+        phase2 = (budgets - 1) * 3 * len(profile.phase2.get(optim, ("lr",)))
+        total += phase1 + phase2 + budgets * (len(profile.seeds) - 1)
+    return total
+
+
+def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]) -> dict:
+    """Tune (Phase I and II) and run the seeds of every optimizer; returns the chosen points and results."""
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(out, profile, extra, planned_runs(profile))
+    first = profile.sizes[0]
+    anchor = (first.name, first.steps[len(first.steps) // 2])
+    chosen: dict[str, dict[str, dict[str, float]]] = {}
+    tried: dict[str, list[dict]] = {}
+    for optim in optims:
+        tried[optim] = []
+
+        def loss_of(point, size=first, steps=anchor[1], optim=optim, phase="phase I"):
+            r = runner.run(size, optim, point, steps, profile.seeds[0], f"{phase} {optim}")
+            tried[optim].append({"size": size.name, "steps": steps, **point, "final_val": r.final_val})
+            return r.final_val
+
+        base = tune(profile.spaces[optim], loss_of)
+        chosen[optim] = {f"{anchor[0]}/{anchor[1]}": base}
+        for size in profile.sizes:
+            for steps in size.steps:
+                key = f"{size.name}/{steps}"
+                if (size.name, steps) == anchor:
+                    continue
+                sub = {k: [base[k] / 2, base[k], base[k] * 2] for k in profile.phase2.get(optim, ("lr",)) if k in base}
+
+                def loss_of2(part, size=size, steps=steps, optim=optim):
+                    return loss_of({**base, **part}, size, steps, optim, "phase II")
+
+                chosen[optim][key] = {**base, **tune(sub, loss_of2)} if sub else dict(base)
+        for size in profile.sizes:
+            for steps in size.steps:
+                for seed in profile.seeds:
+                    runner.run(size, optim, chosen[optim][f"{size.name}/{steps}"], steps, seed, f"seeds {optim}")
+    for name, new in (("chosen.json", chosen), ("tuning.json", tried)):  # keep optimizers an earlier call tuned
+        path = out / name
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **new}, indent=2) + "\n")
+    return {"chosen": chosen, "tried": tried}
+
+
+@dataclass
+class SizeInfo:
+    """What the report needs of a model size: parameters and training FLOPs per token."""
+
+    n_params: int
+    flops_per_token: float
+
+
+def size_info(profile: Profile, size: Size) -> SizeInfo:
+    """Parameters and FLOPs per token of ``size`` (the model built on the meta device)."""
+    import torch
+
+    from .data import open_dataset
+    from .model import GPT, gpt_config
+
+    cfg = compose_config([*profile.base, *size.overrides, "optim=adamw"])
+    vocab = open_dataset(cfg.data.dir, cfg.data.name).vocab_size if Path(cfg.data.dir).exists() else 50304
+    with torch.device("meta"):
+        model = GPT(gpt_config(cfg.model, vocab, cfg.data.name))
+    return SizeInfo(model.num_params(), model.flops_per_token())
+
+
+def estimator_overhead(optim: str, point: dict[str, float]) -> float:
+    """Extra FLOPs of the optimizer's curvature estimator as a fraction of a training step's."""
+    from .curvature import ESTIMATORS
+
+    cfg = compose_config(["+model=nano", *overrides_for(optim, point, 100)]).optim
+    est = ESTIMATORS.get(getattr(cfg, "estimator", "none") or "none")
+    return est.cost * cfg.hess_fraction / cfg.hess_interval if est is not None else 0.0
+
+
+def collect(out: Path, profile: Profile, chosen: dict) -> dict[tuple[str, str, int], list[RunResult]]:
+    """``{(optim, size, steps): [RunResult per seed]}`` of the chosen points, from results.jsonl."""
+    rows = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows[row["name"]] = RunResult(row["final_val"], row["seconds"], row["tokens"])
+    table = {}
+    for optim, points in chosen.items():
+        for size in profile.sizes:
+            for steps in size.steps:
+                point = points.get(f"{size.name}/{steps}")
+                runs = [rows.get(run_name(size, optim, point, steps, s)) for s in profile.seeds] if point else []
+                table[(optim, size.name, steps)] = [r for r in runs if r is not None]
+    return table
+
+
+def speedup_rows(results: dict[tuple[str, str, int], list[RunResult]], sizes: list[Size], optims: list[str],
+                 overhead: dict[str, float], baseline: str = "adamw") -> tuple[list[dict], dict]:
+    """One row per (size, optimizer, budget): loss mean and sd, data / wall-clock / compute speedups
+    (mean and sd over seeds) and the T/2-vs-T verdict; plus AdamW's fits per size."""
+    import numpy as np
+
+    from .speedup import fit_power_law, half_budget_verdict, seed_speedups
+
+    rows, fits = [], {}
+    for size in sizes:
+        base = {steps: results.get((baseline, size.name, steps), []) for steps in size.steps}
+        if any(not runs for runs in base.values()):
+            continue
+        tokens = [base[s][0].tokens for s in size.steps]
+        mean_loss = [float(np.mean([r.final_val for r in base[s]])) for s in size.steps]
+        data_fit = fit_power_law(tokens, mean_loss)
+        time_fit = fit_power_law([float(np.mean([r.seconds for r in base[s]])) for s in size.steps], mean_loss)
+        fits[size.name] = {"data": data_fit, "time": time_fit}
+        for optim in optims:
+            for steps in size.steps:
+                runs = results.get((optim, size.name, steps), [])
+                if not runs:
+                    continue
+                losses = [r.final_val for r in runs]
+                tok = runs[0].tokens or tokens[size.steps.index(steps)]
+                data = seed_speedups(data_fit, losses, tok)
+                wall = [time_fit.inverse(r.final_val) / r.seconds for r in runs if r.seconds and math.isfinite(r.seconds)]
+                factor = 1.0 / (1.0 + overhead.get(optim, 0.0))  # AdamW's FLOPs per token over X's
+                half = steps // 2 if steps // 2 in size.steps else None
+                verdict = None
+                if half is not None and results.get((optim, size.name, half)):
+                    verdict = half_budget_verdict(float(np.mean([r.final_val for r in results[(optim, size.name, half)]])),
+                                                  float(np.mean([r.final_val for r in base[steps]])))
+                rows.append({"size": size.name, "optim": optim, "steps": steps, "tokens": tok,
+                             "loss": float(np.mean(losses)), "loss_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
+                             "data": data.mean, "data_sd": data.sd, "wall": float(np.mean(wall)) if wall else math.nan,
+                             "compute": data.mean * factor, "compute_sd": data.sd * factor, "verdict_half_vs_full": verdict})
+    return rows, fits
+
+
+def _pm(mean: float, sd: float, fmt: str = ".2f") -> str:
+    if math.isinf(mean):
+        return "beyond fit"
+    return f"{mean:{fmt}} ± {sd:{fmt}}" if math.isfinite(sd) else f"{mean:{fmt}}"
+
+
+def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int) -> str:
+    """table.md: the fits with residuals, the speedup table and the chosen hyperparameters."""
+    lines = [f"# Optimizer benchmark, profile `{profile.name}`", "",
+             f"Final val loss at the end of each run (own cosine schedule), mean ± sd over {seeds} seeds. Speedup of X at "
+             f"budget D = D_AdamW(loss of X) / D from AdamW's fit L(D) = a·D^-b + c per size (wall-clock: the same with "
+             f"AdamW's loss against its training seconds; compute: data speedup x AdamW's FLOPs per token / X's, counting "
+             f"the curvature estimator). 'T/2 vs T': X with half the budget at least as good as AdamW with all of it "
+             f"(Sophia paper Sec. 3.2).", "", "## AdamW fits", "",
+             "| size | params | a | b | c | residuals at the budgets |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for name, f in fits.items():
+        d = f["data"]
+        lines.append(f"| {name} | {infos[name].n_params / 1e6:.2f}M | {d.a:.4g} | {d.b:.4f} | {d.c:.4f} | "
+                     f"{', '.join(f'{r:+.4f}' for r in d.residuals)} |")
+    lines += ["", "## Speedup over tuned AdamW", "",
+              "| size | optimizer | steps | tokens | final val loss | data speedup | wall-clock speedup | compute speedup | T/2 vs T |",
+              "| --- | --- | ---: | ---: | --- | --- | ---: | --- | --- |"]
+    for r in rows:
+        verdict = {True: "yes", False: "no", None: ""}[r["verdict_half_vs_full"]]
+        lines.append(f"| {r['size']} | {r['optim']} | {r['steps']} | {r['tokens']:,} | {_pm(r['loss'], r['loss_sd'], '.4f')} | "
+                     f"{_pm(r['data'], r['data_sd'])} | {r['wall']:.2f} | {_pm(r['compute'], r['compute_sd'])} | {verdict} |")
+    lines += ["", "## Chosen hyperparameters", "", "| optimizer | size/steps | point |", "| --- | --- | --- |"]
+    for optim, points in chosen.items():
+        for key, point in points.items():
+            lines.append(f"| {optim} | {key} | {', '.join(f'{k}={v:.4g}' for k, v in sorted(point.items()))} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], tried: dict, chosen: dict) -> list[Path]:
+    """loss_vs_budget_<size>.png (fit drawn), speedup_vs_size.png, sensitivity_<optim>.png."""
+    import numpy as np
+
+    from .plotting import _pyplot, save_figure
+
+    plt, written = _pyplot(), []
+    optims = sorted({r["optim"] for r in rows})
+    for size, f in fits.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for optim in optims:
+            pts = [r for r in rows if r["size"] == size and r["optim"] == optim]
+            ax.errorbar([r["tokens"] for r in pts], [r["loss"] for r in pts], yerr=[r["loss_sd"] for r in pts], marker="o",
+                        capsize=3, label=optim)
+        d = f["data"]
+        xs = np.geomspace(min(r["tokens"] for r in rows if r["size"] == size) / 1.5,
+                          max(r["tokens"] for r in rows if r["size"] == size) * 2, 100)
+        ax.plot(xs, d(xs), "k--", lw=1, label=f"AdamW fit {d.a:.3g}·D^-{d.b:.3f} + {d.c:.3f}")
+        ax.set(xscale="log", xlabel="training tokens (budget)", ylabel="final val loss", title=f"{size}: loss at the end of training")
+        ax.legend(fontsize=7)
+        written.append(save_figure(fig, out / f"loss_vs_budget_{size}.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for optim in optims:
+        pts = []
+        for size in fits:
+            mine = [r for r in rows if r["size"] == size and r["optim"] == optim]
+            if mine:
+                top = max(mine, key=lambda r: r["steps"])
+                pts.append((infos[size].n_params, top["data"], top["data_sd"]))
+        pts = [p for p in pts if math.isfinite(p[1])]
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=optim)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xscale="log", xlabel="parameters", ylabel="data speedup over AdamW (largest budget)", title="speedup against model size")
+    ax.legend(fontsize=7)
+    written.append(save_figure(fig, out / "speedup_vs_size.png"))
+    for optim, points in tried.items():
+        keys = sorted({k for p in points for k in p if k not in ("size", "steps", "final_val")})
+        if not keys or optim not in chosen:
+            continue
+        best = next(iter(chosen[optim].values()))
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            same = [p for p in points if all(p.get(k) == best.get(k) for k in keys if k != key)
+                    and (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+            same.sort(key=lambda p: p[key])
+            ax.plot([p[key] for p in same], [min(p["final_val"], 1e3) for p in same], marker="o")
+            ax.axvline(best[key], color="r", lw=0.8)
+            ax.set(xscale="log", xlabel=key, ylabel="final val loss")
+        fig.suptitle(f"{optim}: sensitivity around the Phase I point (others fixed)", fontsize=9)
+        written.append(save_figure(fig, out / f"sensitivity_{optim}.png"))
+    return written
+
+
+def report(profile: Profile, out: Path) -> str:
+    """Rebuild table.md and the PNGs of ``out`` from its results; returns the table."""
+    chosen = json.loads((out / "chosen.json").read_text())
+    tried = json.loads((out / "tuning.json").read_text()) if (out / "tuning.json").exists() else {}
+    results = collect(out, profile, chosen)
+    overhead = {o: estimator_overhead(o, next(iter(p.values()))) for o, p in chosen.items()}
+    infos = {s.name: size_info(profile, s) for s in profile.sizes}
+    order = ["adamw", *[o for o in profile.optims if o != "adamw" and o in chosen], *[o for o in chosen if o not in profile.optims]]
+    rows, fits = speedup_rows(results, list(profile.sizes), order, overhead)
+    text = markdown(profile, rows, fits, chosen, infos, len(profile.seeds))
+    (out / "table.md").write_text(text)
+    (out / "speedups.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plots(out, rows, fits, infos, tried, chosen)
+    return text
+
+
+def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> str:
+    """GPU-hours of a profile's runs (final seeds and a typical tuning count) on one GPU of ``peak_flops``."""
+    lines = [f"| size | params | budgets (steps) | tokens/step | GPU-hours per optimizer (tuning + {len(profile.seeds)} seeds) |",
+             "| --- | ---: | --- | ---: | ---: |"]
+    total = 0.0
+    for size in profile.sizes:
+        info = size_info(profile, size)
+        cfg = compose_config([*profile.base, *size.overrides, "optim=adamw"])
+        from .config import total_accum
+
+        tokens_per_step = cfg.train.batch_size * total_accum(cfg.train) * (cfg.train.seq_len or cfg.model.block_size)
+        runs_per_budget = len(profile.seeds) - 1 + 3  # the seeds, plus ~3 LR points of Phase II
+        hours = sum(s * tokens_per_step * info.flops_per_token for s in size.steps) * runs_per_budget / (peak_flops * mfu) / 3600
+        total += hours
+        lines.append(f"| {size.name} | {info.n_params / 1e6:.0f}M | {', '.join(map(str, size.steps))} | {tokens_per_step:,} | {hours:,.0f} |")
+    lines.append(f"\nAbout {total:,.0f} H100-hours per optimizer at {mfu:.0%} MFU ({len(profile.optims)} optimizers: "
+                 f"~{total * len(profile.optims):,.0f}).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/optimizer_benchmark.py``: run a profile (resumable), then write its table and plots."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=list(PROFILES), default="quick")
+    ap.add_argument("--out", help="results folder (default runs/benchmark_<profile>)")
+    ap.add_argument("--optims", nargs="+", help="a subset of the profile's optimizers (the others keep their results)")
+    ap.add_argument("--data-dir", help="prepared dataset folder (default: the data config's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild table.md and the PNGs")
+    ap.add_argument("--estimate", action="store_true", help="print the profile's GPU-hours and exit")
+    args = ap.parse_args(argv)
+    profile = PROFILES[args.profile]
+    if args.estimate:
+        print(estimate(profile))
+        return 0
+    out = Path(args.out or f"runs/benchmark_{profile.name}")
+    optims = args.optims or profile.optims
+    unknown = sorted(set(optims) - set(profile.optims))
+    if unknown:
+        raise SystemExit(f"error: profile {profile.name} has no search space for {', '.join(unknown)} (it has {', '.join(profile.optims)}).")
+    extra = [*([f"data.dir={args.data_dir}"] if args.data_dir else []), *([f"train.threads={args.threads}"] if args.threads else [])]
+    if not args.report_only:
+        t0 = time.perf_counter()
+        run_profile(profile, out, extra, ["adamw", *[o for o in optims if o != "adamw"]] if "adamw" in optims else optims)
+        print(f"[{profile.name}] all runs done in {format_duration(time.perf_counter() - t0)}", flush=True)
+    print(report(profile, out))
+    return 0

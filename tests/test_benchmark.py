@@ -1,0 +1,89 @@
+"""The fair optimizer benchmark: the quick profile end to end (tuning, seeds, fits, table, plots, resume)
+and its report on synthetic results against hand-computed speedups."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import compose
+from sophia_train import benchmark as bm
+from sophia_train.benchmark import PROFILES, RunResult, Size, speedup_rows
+from sophia_train.trainer import Trainer
+
+A, B, C = 30.0, 0.3, 2.0
+
+
+def law(d: float) -> float:
+    return A * d**-B + C
+
+
+def test_report_rows_on_synthetic_results_match_hand_computed_speedups():
+    """AdamW on the law exactly; X reaching at each budget what AdamW reaches at twice it: data speedup 2,
+    compute 2 / (1 + overhead), wall-clock 2 when seconds scale with tokens; X at D/2 equals AdamW at D."""
+    size = Size("s", (), (100, 200, 400))
+    tok = 1000  # tokens per step
+    results = {}
+    for steps in size.steps:
+        d = steps * tok
+        results[("adamw", "s", steps)] = [RunResult(law(d), d / 1e3, d)] * 3
+        results[("x", "s", steps)] = [RunResult(law(2 * d), d / 1e3, d)] * 3
+    rows, fits = speedup_rows(results, [size], ["adamw", "x"], {"x": 0.05})
+    assert max(abs(r) for r in fits["s"]["data"].residuals) < 1e-9
+    x = {r["steps"]: r for r in rows if r["optim"] == "x"}
+    for steps, r in x.items():
+        assert r["data"] == pytest.approx(2.0, rel=1e-5) and r["data_sd"] == pytest.approx(0.0, abs=1e-9)
+        assert r["compute"] == pytest.approx(2.0 / 1.05, rel=1e-5)
+        assert r["wall"] == pytest.approx(2.0, rel=1e-5)
+    assert x[200]["verdict_half_vs_full"] is True and x[100]["verdict_half_vs_full"] is None
+    assert all(r["data"] == pytest.approx(1.0, rel=1e-5) for r in rows if r["optim"] == "adamw")
+
+
+def test_a_run_a_killed_benchmark_left_half_way_continues_from_its_checkpoint(byte_data, tmp_path):
+    profile = PROFILES["quick"]
+    size, point, steps = profile.sizes[0], {"lr": 0.02}, 40
+    runner = bm.Runner(tmp_path, profile, [f"data.dir={byte_data}", "train.threads=1"], planned=2)
+    name = bm.run_name(size, "adamw", point, steps, 0)
+    Trainer(compose([*runner.overrides(name, size, "adamw", point, steps, 0), "train.stop_after_step=20"])).fit()
+    assert (tmp_path / "runs" / name / "ckpt.pt").exists()
+    resumed = runner.run(size, "adamw", point, steps, 0, "test")
+    assert "resuming from step 20" in (tmp_path / "runs" / name / "train.log").read_text()
+    fresh = bm.Runner(tmp_path / "fresh", profile, [f"data.dir={byte_data}", "train.threads=1"], planned=1)
+    again = fresh.run(size, "adamw", point, steps, 0, "test")
+    assert resumed.final_val == pytest.approx(again.final_val, abs=1e-5) and resumed.tokens == again.tokens == steps * 8 * 32
+    assert not (tmp_path / "runs" / name / "ckpt.pt").exists()  # the metrics are the result
+
+
+@pytest.mark.slow
+def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
+    """Tuning (Phase I + II), 2 seeds, fits, table.md and every PNG; the Phase I points are inside their
+    grids; a second invocation trains nothing."""
+    out = tmp_path / "quick"
+    args = ["--profile", "quick", "--out", str(out), "--data-dir", str(byte_data), "--threads", "1"]
+    assert bm.main(args) == 0
+    first = capsys.readouterr().out
+    assert "[quick] 1/" in first and "ETA" in first
+    profile = PROFILES["quick"]
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert set(chosen) == {"adamw", "sophia_g"}
+    assert all(len(points) == 9 for points in chosen.values())
+    tried = json.loads((out / "tuning.json").read_text())
+    for optim, space in profile.spaces.items():
+        anchor = next(iter(chosen[optim].values()))
+        phase1 = [p for p in tried[optim] if (p["size"], p["steps"]) == (profile.sizes[0].name, profile.sizes[0].steps[1])]
+        for key in space:
+            values = sorted({p[key] for p in phase1})
+            finite = [p for p in phase1 if math.isfinite(p["final_val"])]
+            assert values[0] < anchor[key] < values[-1] or len(finite) < len(phase1), (optim, key, values, anchor[key])
+    table = (out / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| nano")]
+    assert sum("| adamw |" in r for r in rows) == 9 and sum("| sophia_g |" in r for r in rows) == 9
+    assert "## AdamW fits" in table and table.count("| nano") >= 3 + 18
+    for png in ["speedup_vs_size.png", "sensitivity_adamw.png", "sensitivity_sophia_g.png",
+                *(f"loss_vs_budget_{s.name}.png" for s in profile.sizes)]:
+        assert (out / png).stat().st_size > 1000, png
+    lines = (out / "results.jsonl").read_text().count("\n")
+    assert bm.main(args) == 0
+    assert "[quick] 1/" not in capsys.readouterr().out and (out / "results.jsonl").read_text().count("\n") == lines
