@@ -87,3 +87,22 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     lines = (out / "results.jsonl").read_text().count("\n")
     assert bm.main(args) == 0
     assert "[quick] 1/" not in capsys.readouterr().out and (out / "results.jsonl").read_text().count("\n") == lines
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_profile_point_composes_into_a_valid_config(profile):
+    """Each optimizer's Phase I starting point (and the grid edges) turn into config overrides that exist
+    and validate, with 1 - beta mapped to the right beta."""
+    from sophia_train.config import validate
+
+    p = PROFILES[profile]
+    for optim, space in p.spaces.items():
+        for pick in (0, 1, 2):
+            point = {k: grid[pick] for k, grid in space.items()}
+            cfg = compose([*p.base, *p.sizes[0].overrides, *bm.overrides_for(optim, point, p.sizes[0].steps[0])])
+            validate(cfg)
+            assert cfg.optim.name == optim and cfg.optim.lr == pytest.approx(point["lr"])
+            if "one_minus_beta2" in point:
+                assert cfg.optim.betas[1] == pytest.approx(1 - point["one_minus_beta2"])
+            if "one_minus_beta" in point:
+                assert cfg.optim.beta == pytest.approx(1 - point["one_minus_beta"])
