@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainingDiverged, compose_config
-from .cpu_benchmark import tune
+from .cpu_benchmark import final_val, tune
 from .metrics import format_duration, read_metrics
 
 
@@ -197,7 +197,7 @@ class Runner:
                 trainer = Trainer(compose_config(overrides))
                 tokens = trainer.tokens_per_step * steps
                 trainer.fit()
-                loss = _final_val(folder)
+                loss = final_val(folder)
             except TrainingDiverged as e:  # a diverged run is a result (an infinite loss), not a crash
                 print(f"diverged: {e}")
                 loss, tokens = math.inf, 0
@@ -214,11 +214,6 @@ class Runner:
         print(f"[{self.profile.name}] {self.done}/{self.planned} runs | {phase} | {name} | final val {row['final_val']:.4f} | "
               f"{row['wall']:.1f}s | elapsed {format_duration(time.perf_counter() - self.t0)} | ETA ~{format_duration(left)}",
               flush=True)
-
-
-def _final_val(folder: Path) -> float:
-    end = [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "end"]
-    return float(end[-1]["final_val_loss"])
 
 
 def planned_runs(profile: Profile) -> int:

@@ -20,8 +20,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-PARALLEL_MODES = ("ddp", "fsdp")
-
 
 def is_sharded(t: torch.Tensor) -> bool:
     """Whether ``t`` is a DTensor (an FSDP shard) rather than a whole tensor."""
@@ -86,7 +84,6 @@ def apply_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
-
 
 
 def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -33,17 +33,6 @@ LATEST = "LATEST"
 META = "meta.pt"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def latest(root: str | os.PathLike) -> Path | None:
     """The complete checkpoint folder ``root/LATEST`` names, or None when there is none."""
     root = Path(root)
@@ -61,15 +50,18 @@ def exists(root: str | os.PathLike) -> bool:
 
 
 def remove_stale(root: str | os.PathLike) -> list[Path]:
-    """Delete what killed saves left in ``root``: unfinished ``*.tmp`` folders and folders ``LATEST`` does
-    not name (call while holding the run folder's lock)."""
+    """Delete what killed saves left in ``root``: unfinished ``*.tmp`` folders, folders ``LATEST`` does
+    not name, and temp files of ``LATEST`` itself (call while holding the run folder's lock)."""
     root = Path(root)
     if not root.is_dir():
         return []
     keep = latest(root)
-    stale = [p for p in root.iterdir() if p.is_dir() and p != keep]
+    stale = [p for p in root.iterdir() if (p.is_dir() and p != keep) or p.name.startswith(f"{LATEST}.tmp")]
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return stale
 
 
@@ -102,18 +94,11 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
             shutil.rmtree(tmp, ignore_errors=True)
         raise _as_os_error(e) from None
     if is_main:
-        with open(tmp / META, "wb") as f:
-            torch.save(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)  # DCP's FileSystemWriter already fsynced every shard it wrote (sync_files)
+        from .checkpoint import atomic_write
+
+        atomic_write(tmp / META, lambda f: torch.save(meta, f))  # DCP's writer fsynced every shard (sync_files)
         os.rename(tmp, final)
-        pointer = root / f"{LATEST}.tmp.{os.getpid()}"
-        pointer.write_text(final.name + "\n")
-        with open(pointer, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(pointer, root / LATEST)
-        _fsync_dir(root)
+        atomic_write(root / LATEST, lambda f: f.write(f"{final.name}\n".encode()))  # its folder fsync covers the rename too
         for old in root.iterdir():
             if old.is_dir() and old != final:
                 shutil.rmtree(old, ignore_errors=True)

@@ -251,13 +251,13 @@ class Trainer:
         """Gradients of this rank's micro-batches (mean loss); returns the loss and, if asked, the inputs."""
         loss_sum = torch.zeros((), device=self.device)
         micro_xs = []
+        ddp = self.info.enabled and not self.fsdp  # FSDP reduce-scatters every micro-batch: no unsharded grads kept
         for micro in range(self.accum):
             j = self.info.rank * self.accum + micro  # global micro-batch index
             x, y = self.sampler.get("train", step, j)
             if keep_inputs:
                 micro_xs.append((j, x, y))
             last = micro == self.accum - 1
-            ddp = self.info.enabled and not self.fsdp  # FSDP reduce-scatters every micro-batch: no unsharded grads kept
             sync = contextlib.nullcontext() if (last or not ddp) else self.train_model.no_sync()
             with sync:
                 with self.autocast:
