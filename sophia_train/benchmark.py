@@ -30,6 +30,9 @@ import argparse
 import contextlib
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +69,14 @@ class Profile:
 
 _BASE_CPU = ("train.batch_size=8", "train.seq_len=64", "train.eval_iters=8", "train.log_interval=50", "train.plot=false",
              "train.grad_clip=1.0")
+_CPU_STEPS = (100, 200, 400, 800)
+
+
+def _five(center: float) -> list[float]:
+    """A log grid of 5 points, x2 apart, around ``center``."""
+    return [center * 2.0**k for k in (-2, -1, 0, 1, 2)]
+
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(  # what the tests run end to end: 3 sizes x 3 budgets, 2 seeds, a few minutes on 2 cores
         name="quick",
@@ -75,24 +86,23 @@ PROFILES: dict[str, Profile] = {
         spaces={"adamw": {"lr": [1e-2, 2e-2, 4e-2]}, "sophia_g": {"lr": [4e-3, 8e-3, 1.6e-2], "rho": [0.1, 0.2, 0.4]}},
         phase2={"adamw": ("lr",), "sophia_g": ("lr",)},
     ),
-    "cpu": Profile(  # byte-level models on the embedded corpus, sized for ~2.5 h on 2 cores (to be confirmed by its run)
+    "cpu": Profile(  # byte-level models on the embedded corpus; 4 budgets per size, so AdamW's fit has a residual
         name="cpu",
         base=_BASE_CPU,
-        sizes=(Size("tiny2x64", ("+model=tiny", "model.n_layer=2", "model.n_embd=64", "model.n_head=2"), (100, 200, 400)),
-               Size("tiny3x96", ("+model=tiny", "model.n_layer=3", "model.n_embd=96", "model.n_head=3"), (100, 200, 400)),
-               Size("tiny4x128", ("+model=tiny",), (100, 200, 400))),
+        sizes=(Size("tiny2x64", ("+model=tiny", "model.n_layer=2", "model.n_embd=64", "model.n_head=2"), _CPU_STEPS),
+               Size("tiny3x96", ("+model=tiny", "model.n_layer=3", "model.n_embd=96", "model.n_head=3"), _CPU_STEPS),
+               Size("tiny4x128", ("+model=tiny",), _CPU_STEPS)),
         seeds=(0, 1, 2),
-        spaces={
-            "adamw": {"lr": [1e-3, 2e-3, 4e-3], "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
+        spaces={  # the LR (and Sophia's rho) on 5 points: the loss at these budgets is too noisy for a 3-point start
+            "adamw": {"lr": _five(2e-3), "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
                       "warmup": [0.025, 0.05, 0.1]},
-            "lion": {"lr": [2.5e-4, 5e-4, 1e-3], "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_g": {"lr": [3e-4, 6e-4, 1.2e-3], "rho": [0.025, 0.05, 0.1], "hess_interval": [5, 10, 20],
-                         "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_h": {"lr": [3e-4, 6e-4, 1.2e-3], "rho": [0.005, 0.01, 0.02], "hess_interval": [5, 10, 20]},
-            "s3": {"lr": [5e-4, 1e-3, 2e-3], "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
-            "muon": {"lr": [5e-4, 1e-3, 2e-3], "weight_decay": [0.05, 0.1, 0.2]},
-            "soap": {"lr": [1.5e-3, 3e-3, 6e-3], "one_minus_beta2": [0.025, 0.05, 0.1]},
-            "kron": {"lr": [1.5e-4, 3e-4, 6e-4]},
+            "lion": {"lr": _five(5e-4), "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_g": {"lr": _five(6e-4), "rho": _five(0.05), "hess_interval": [5, 10, 20], "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_h": {"lr": _five(6e-4), "rho": _five(0.01), "hess_interval": [5, 10, 20]},
+            "s3": {"lr": _five(1e-3), "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
+            "muon": {"lr": _five(1e-3), "weight_decay": [0.05, 0.1, 0.2]},
+            "soap": {"lr": _five(3e-3), "one_minus_beta2": [0.025, 0.05, 0.1]},
+            "kron": {"lr": _five(3e-4)},
         },
         phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
                 "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
@@ -104,11 +114,19 @@ PROFILES: dict[str, Profile] = {
                Size("gpt2_small", ("+model=gpt2_small",), (5000, 10000, 20000)),
                Size("gpt2_medium", ("+model=gpt2_medium",), (10000, 20000, 40000))),
         seeds=(0, 1, 2),
-        spaces={"adamw": {"lr": [3e-4, 6e-4, 1.2e-3], "one_minus_beta2": [0.025, 0.05, 0.1]},
-                "lion": {"lr": [5e-5, 1e-4, 2e-4]},
-                "sophia_g": {"lr": [1.5e-4, 3e-4, 6e-4], "rho": [0.025, 0.05, 0.1]},
-                "soap": {"lr": [1.5e-3, 3e-3, 6e-3]}, "kron": {"lr": [1.5e-4, 3e-4, 6e-4]}, "muon": {"lr": [1e-3, 2e-3, 4e-3]}},
-        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "soap": ("lr",), "kron": ("lr",), "muon": ("lr",)},
+        spaces={  # each optimizer's own hyperparameters, as in the cpu profile, around the paper's settings
+            "adamw": {"lr": _five(6e-4), "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
+                      "warmup": [0.01, 0.02, 0.04]},
+            "lion": {"lr": _five(1e-4), "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_g": {"lr": _five(3e-4), "rho": _five(0.05), "hess_interval": [5, 10, 20], "weight_decay": [0.1, 0.2, 0.4]},
+            "sophia_h": {"lr": _five(3e-4), "rho": _five(0.01), "hess_interval": [5, 10, 20]},
+            "s3": {"lr": _five(6e-4), "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
+            "muon": {"lr": _five(2e-3), "weight_decay": [0.05, 0.1, 0.2]},
+            "soap": {"lr": _five(3e-3), "one_minus_beta2": [0.025, 0.05, 0.1]},
+            "kron": {"lr": _five(3e-4)},
+        },
+        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
+                "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
     ),
 }
 
@@ -138,6 +156,19 @@ def run_name(size: Size, optim: str, point: dict[str, float], steps: int, seed: 
     """Folder name of one run: size, optimizer, hyperparameters, budget and seed."""
     hp = "-".join(f"{k}{v:.4g}" for k, v in sorted(point.items()))
     return f"{size.name}-{optim}-{hp}-T{steps}-s{seed}"
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """An exclusive lock on ``out`` (``out/.lock``) while workers write the shared results files."""
+    import fcntl
+
+    with open(out / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -170,7 +201,7 @@ class Runner:
         self.planned = max(self.planned, self.done)
         if name not in self.results:
             self.results[name] = self._train(name, size, optim, point, steps, seed)
-            with open(self.results_file, "a") as f:
+            with _locked(self.out), open(self.results_file, "a") as f:  # other workers append to the same file
                 f.write(json.dumps(self.results[name]) + "\n")
             self.trained += 1
             self.train_seconds += self.results[name]["wall"]
@@ -216,11 +247,13 @@ class Runner:
               flush=True)
 
 
-def planned_runs(profile: Profile) -> int:
-    """A first estimate of the runs a profile takes (grid extensions may add some)."""
+def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
+    """A first estimate of the runs a profile (or only ``optims`` of it) takes (grid extensions may add some)."""
     budgets = sum(len(s.steps) for s in profile.sizes)
     total = 0
     for optim, space in profile.spaces.items():
+        if optims is not None and optim not in optims:
+            continue
         phase1 = 3 * len(space) * (1 if len(space) == 1 else 2)
         phase2 = (budgets - 1) * 3 * len(profile.phase2.get(optim, ("lr",)))
         total += phase1 + phase2 + budgets * (len(profile.seeds) - 1)
@@ -230,7 +263,7 @@ def planned_runs(profile: Profile) -> int:
 def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]) -> dict:
     """Tune (Phase I and II) and run the seeds of every optimizer; returns the chosen points and results."""
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, profile, extra, planned_runs(profile))
+    runner = Runner(out, profile, extra, planned_runs(profile, optims))
     first = profile.sizes[0]
     anchor = (first.name, first.steps[len(first.steps) // 2])
     chosen: dict[str, dict[str, dict[str, float]]] = {}
@@ -260,10 +293,11 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
             for steps in size.steps:
                 for seed in profile.seeds:
                     runner.run(size, optim, chosen[optim][f"{size.name}/{steps}"], steps, seed, f"seeds {optim}")
-    for name, new in (("chosen.json", chosen), ("tuning.json", tried)):  # keep optimizers an earlier call tuned
-        path = out / name
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **new}, indent=2) + "\n")
+    with _locked(out):  # keep what earlier calls and other workers tuned
+        for name, new in (("chosen.json", chosen), ("tuning.json", tried)):
+            path = out / name
+            old = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**old, **new}, indent=2) + "\n")
     return {"chosen": chosen, "tried": tried}
 
 
@@ -458,23 +492,66 @@ def report(profile: Profile, out: Path) -> str:
 
 
 def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> str:
-    """GPU-hours of a profile's runs (final seeds and a typical tuning count) on one GPU of ``peak_flops``."""
-    lines = [f"| size | params | budgets (steps) | tokens/step | GPU-hours per optimizer (tuning + {len(profile.seeds)} seeds) |",
-             "| --- | ---: | --- | ---: | ---: |"]
-    total = 0.0
+    """GPU-hours of a profile on one GPU of ``peak_flops``: per optimizer, its Phase I runs at the anchor
+    (smallest size, middle budget), ~3 points per Phase II hyperparameter and the extra seeds at every other budget."""
+    from .config import total_accum
+
+    cost = {}  # (size, steps) -> GPU-hours of one run
+    lines = ["| size | params | budgets (steps) | tokens/step | GPU-hours of one run per budget |", "| --- | ---: | --- | ---: | --- |"]
     for size in profile.sizes:
         info = size_info(profile, size)
         cfg = compose_config([*profile.base, *size.overrides, "optim=adamw"])
-        from .config import total_accum
-
         tokens_per_step = cfg.train.batch_size * total_accum(cfg.train) * (cfg.train.seq_len or cfg.model.block_size)
-        runs_per_budget = len(profile.seeds) - 1 + 3  # the seeds, plus ~3 LR points of Phase II
-        hours = sum(s * tokens_per_step * info.flops_per_token for s in size.steps) * runs_per_budget / (peak_flops * mfu) / 3600
+        for s in size.steps:
+            cost[(size.name, s)] = s * tokens_per_step * info.flops_per_token / (peak_flops * mfu) / 3600
+        lines.append(f"| {size.name} | {info.n_params / 1e6:.0f}M | {', '.join(map(str, size.steps))} | {tokens_per_step:,} | "
+                     f"{', '.join(f'{cost[(size.name, s)]:,.1f}' for s in size.steps)} |")
+    first = profile.sizes[0]
+    anchor = (first.name, first.steps[len(first.steps) // 2])
+    lines += ["", "| optimizer | Phase I runs | GPU-hours (Phase I + II + seeds) |", "| --- | ---: | ---: |"]
+    total = 0.0
+    for optim, space in profile.spaces.items():
+        phase1 = sum(len(grid) for grid in space.values()) + (2 * len(space) if len(space) > 1 else 0)
+        per_budget = 3 * len(profile.phase2.get(optim, ("lr",))) + len(profile.seeds) - 1
+        hours = phase1 * cost[anchor] + sum(per_budget * c for key, c in cost.items() if key != anchor)
+        hours += (len(profile.seeds) - 1) * cost[anchor]
         total += hours
-        lines.append(f"| {size.name} | {info.n_params / 1e6:.0f}M | {', '.join(map(str, size.steps))} | {tokens_per_step:,} | {hours:,.0f} |")
-    lines.append(f"\nAbout {total:,.0f} H100-hours per optimizer at {mfu:.0%} MFU ({len(profile.optims)} optimizers: "
-                 f"~{total * len(profile.optims):,.0f}).")
+        lines.append(f"| {optim} | ~{phase1} | {hours:,.0f} |")
+    lines.append(f"\nAbout {total:,.0f} H100-hours for the {len(profile.optims)} optimizers at {mfu:.0%} MFU "
+                 f"(Hessian-estimator work and grid extensions not counted).")
     return "\n".join(lines)
+
+
+def run_workers(profile: Profile, out: Path, optims: list[str], workers: int, child_args: list[str]) -> None:
+    """Split a profile's optimizers over ``workers`` local processes (a queue: each takes the next optimizer
+    when it finishes one, the ones with the most planned runs first); each child is this script with
+    ``--optims X --runs-only``, sharing ``out`` (results.jsonl and the tuned points are written under a lock)."""
+    order = ["adamw"] if "adamw" in optims else []
+    order += sorted((o for o in optims if o != "adamw"), key=lambda o: -planned_runs(profile, [o]))
+    pending, running, failed, t0 = list(order), {}, [], time.perf_counter()
+    print(f"[{profile.name}] {len(order)} optimizers over {workers} local workers: {', '.join(order)}", flush=True)
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                optim = pending.pop(0)
+                cmd = [sys.executable, "-m", "sophia_train.benchmark", "--profile", profile.name, "--out", str(out),
+                       "--optims", optim, "--runs-only", *child_args]
+                running[subprocess.Popen(cmd)] = optim
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                optim = running.pop(proc)
+                if proc.returncode != 0:
+                    failed.append(f"{optim} (exit {proc.returncode})")
+                finished = len(order) - len(pending) - len(running)
+                print(f"[{profile.name}] {optim} {'done' if proc.returncode == 0 else 'FAILED'}: {finished}/{len(order)} "
+                      f"optimizers finished | elapsed {format_duration(time.perf_counter() - t0)}", flush=True)
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.terminate()
+        raise
+    if failed:
+        raise SystemExit(f"error: the benchmark workers of {', '.join(failed)} failed (their output is above). "
+                         f"Re-run the same command: finished runs are kept and half-finished ones continue.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     ap.add_argument("--report-only", action="store_true", help="only rebuild table.md and the PNGs")
     ap.add_argument("--estimate", action="store_true", help="print the profile's GPU-hours and exit")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="local processes to split the optimizers over (default 1); each gets --threads, or the "
+                         "machine's cores / workers, torch threads")
+    ap.add_argument("--runs-only", action="store_true", help="train the runs but skip the report (what workers run)")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit(f"error: --workers must be 1 or more, got {args.workers}.")
     profile = PROFILES[args.profile]
     if args.estimate:
         print(estimate(profile))
@@ -497,10 +580,22 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(optims) - set(profile.optims))
     if unknown:
         raise SystemExit(f"error: profile {profile.name} has no search space for {', '.join(unknown)} (it has {', '.join(profile.optims)}).")
-    extra = [*([f"data.dir={args.data_dir}"] if args.data_dir else []), *([f"train.threads={args.threads}"] if args.threads else [])]
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else None)
+    extra = [*([f"data.dir={args.data_dir}"] if args.data_dir else []), *([f"train.threads={threads}"] if threads else [])]
     if not args.report_only:
         t0 = time.perf_counter()
-        run_profile(profile, out, extra, ["adamw", *[o for o in optims if o != "adamw"]] if "adamw" in optims else optims)
+        if args.workers > 1:
+            out.mkdir(parents=True, exist_ok=True)
+            child = [*(["--data-dir", args.data_dir] if args.data_dir else []), "--threads", str(threads)]
+            run_workers(profile, out, optims, args.workers, child)
+        else:
+            run_profile(profile, out, extra, ["adamw", *[o for o in optims if o != "adamw"]] if "adamw" in optims else optims)
         print(f"[{profile.name}] all runs done in {format_duration(time.perf_counter() - t0)}", flush=True)
+    if args.runs_only:
+        return 0
     print(report(profile, out))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -59,12 +59,15 @@ def test_a_run_a_killed_benchmark_left_half_way_continues_from_its_checkpoint(by
 @pytest.mark.slow
 def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     """Tuning (Phase I + II), 2 seeds, fits, table.md and every PNG; the Phase I points are inside their
-    grids; a second invocation trains nothing."""
+    grids; a second invocation trains nothing. The first splits the optimizers over 2 local worker
+    processes sharing one results folder (each run lands once); the second runs in this process."""
     out = tmp_path / "quick"
     args = ["--profile", "quick", "--out", str(out), "--data-dir", str(byte_data), "--threads", "1"]
-    assert bm.main(args) == 0
+    assert bm.main([*args, "--workers", "2"]) == 0
     first = capsys.readouterr().out
-    assert "[quick] 1/" in first and "ETA" in first
+    assert "2 local workers" in first and "2/2 optimizers finished" in first
+    names = [json.loads(line)["name"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(names) == len(set(names)) and {n.split("-")[1] for n in names} == {"adamw", "sophia_g"}
     profile = PROFILES["quick"]
     chosen = json.loads((out / "chosen.json").read_text())
     assert set(chosen) == {"adamw", "sophia_g"}
@@ -86,7 +89,8 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
         assert (out / png).stat().st_size > 1000, png
     lines = (out / "results.jsonl").read_text().count("\n")
     assert bm.main(args) == 0
-    assert "[quick] 1/" not in capsys.readouterr().out and (out / "results.jsonl").read_text().count("\n") == lines
+    again = capsys.readouterr().out
+    assert "runs |" not in again and (out / "results.jsonl").read_text().count("\n") == lines
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -97,8 +101,8 @@ def test_every_profile_point_composes_into_a_valid_config(profile):
 
     p = PROFILES[profile]
     for optim, space in p.spaces.items():
-        for pick in (0, 1, 2):
-            point = {k: grid[pick] for k, grid in space.items()}
+        for pick in ("first", "middle", "last"):
+            point = {k: grid[{"first": 0, "middle": len(grid) // 2, "last": -1}[pick]] for k, grid in space.items()}
             cfg = compose([*p.base, *p.sizes[0].overrides, *bm.overrides_for(optim, point, p.sizes[0].steps[0])])
             validate(cfg)
             assert cfg.optim.name == optim and cfg.optim.lr == pytest.approx(point["lr"])
@@ -106,3 +110,43 @@ def test_every_profile_point_composes_into_a_valid_config(profile):
                 assert cfg.optim.betas[1] == pytest.approx(1 - point["one_minus_beta2"])
             if "one_minus_beta" in point:
                 assert cfg.optim.beta == pytest.approx(1 - point["one_minus_beta"])
+
+
+def _compose_benchmark_job(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sophia_train.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose("benchmark", overrides=overrides, return_hydra_config=True)
+
+
+def test_benchmark_jobs_compose_with_the_slurm_launcher():
+    """``hydra/launcher=slurm`` composes into submitit's SLURM launcher with our defaults and the user's
+    overrides, and a job's config turns into the worker command line of its one optimizer."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from sophia_train.benchmark_jobs import worker_args
+
+    cfg = _compose_benchmark_job(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "profile=gpu_small",
+                                  "out=/shared/bench", "optimizer=soap", "threads=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.max_num_timeout == 3
+    args = worker_args(cfg, "/shared/bench")
+    assert args == ["--profile", "gpu_small", "--out", "/shared/bench", "--optims", "soap", "--runs-only", "--threads", "4"]
+    assert args[5] in bm.PROFILES[args[1]].optims
+
+
+def test_training_multiruns_compose_with_the_slurm_launcher():
+    """The same launcher config under the training app: ``python -m sophia_train -m hydra/launcher=slurm ...``."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sophia_train.config import config_dir, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["hydra/launcher=slurm", "+model=tiny", "optim=adamw"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min == 1440
