@@ -77,6 +77,25 @@ def _five(center: float) -> list[float]:
     return [center * 2.0**k for k in (-2, -1, 0, 1, 2)]
 
 
+def _own_spaces(lr: dict[str, float], warmup: list[float]) -> dict[str, dict[str, list[float]]]:
+    """Phase I search spaces: every optimizer's own hyperparameters around its usual values, the LR (and
+    Sophia's rho) on 5 points since the loss is noisy there, the rest on 3; the warmup fraction for all."""
+    wd = [0.05, 0.1, 0.2]
+    own = {
+        "adamw": {"one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": wd},
+        "lion": {"one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
+        "sophia_g": {"rho": _five(0.05), "hess_interval": [5, 10, 20], "one_minus_beta2": [0.005, 0.01, 0.02],
+                     "weight_decay": [0.1, 0.2, 0.4]},
+        "sophia_h": {"rho": _five(0.01), "hess_interval": [5, 10, 20], "one_minus_beta2": [0.005, 0.01, 0.02],
+                     "weight_decay": [0.1, 0.2, 0.4]},
+        "s3": {"one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4], "weight_decay": wd},
+        "muon": {"weight_decay": wd},
+        "soap": {"one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.005, 0.01, 0.02]},
+        "kron": {"weight_decay": [0.025, 0.05, 0.1]},
+    }
+    return {o: {"lr": _five(lr[o]), **own[o], "warmup": list(warmup)} for o in lr}
+
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(  # what the tests run end to end: 3 sizes x 3 budgets, 2 seeds, a few minutes on 2 cores
         name="quick",
@@ -93,17 +112,8 @@ PROFILES: dict[str, Profile] = {
                Size("tiny3x96", ("+model=tiny", "model.n_layer=3", "model.n_embd=96", "model.n_head=3"), _CPU_STEPS),
                Size("tiny4x128", ("+model=tiny",), _CPU_STEPS)),
         seeds=(0, 1, 2),
-        spaces={  # the LR (and Sophia's rho) on 5 points: the loss at these budgets is too noisy for a 3-point start
-            "adamw": {"lr": _five(2e-3), "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
-                      "warmup": [0.025, 0.05, 0.1]},
-            "lion": {"lr": _five(5e-4), "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_g": {"lr": _five(6e-4), "rho": _five(0.05), "hess_interval": [5, 10, 20], "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_h": {"lr": _five(6e-4), "rho": _five(0.01), "hess_interval": [5, 10, 20]},
-            "s3": {"lr": _five(1e-3), "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
-            "muon": {"lr": _five(1e-3), "weight_decay": [0.05, 0.1, 0.2]},
-            "soap": {"lr": _five(3e-3), "one_minus_beta2": [0.025, 0.05, 0.1]},
-            "kron": {"lr": _five(3e-4)},
-        },
+        spaces=_own_spaces({"adamw": 2e-3, "lion": 5e-4, "sophia_g": 6e-4, "sophia_h": 6e-4, "s3": 1e-3, "muon": 1e-3,
+                            "soap": 3e-3, "kron": 3e-4}, warmup=[0.025, 0.05, 0.1]),
         phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
                 "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
     ),
@@ -114,17 +124,8 @@ PROFILES: dict[str, Profile] = {
                Size("gpt2_small", ("+model=gpt2_small",), (5000, 10000, 20000)),
                Size("gpt2_medium", ("+model=gpt2_medium",), (10000, 20000, 40000))),
         seeds=(0, 1, 2),
-        spaces={  # each optimizer's own hyperparameters, as in the cpu profile, around the paper's settings
-            "adamw": {"lr": _five(6e-4), "one_minus_beta2": [0.025, 0.05, 0.1], "weight_decay": [0.05, 0.1, 0.2],
-                      "warmup": [0.01, 0.02, 0.04]},
-            "lion": {"lr": _five(1e-4), "one_minus_beta2": [0.01, 0.02, 0.04], "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_g": {"lr": _five(3e-4), "rho": _five(0.05), "hess_interval": [5, 10, 20], "weight_decay": [0.1, 0.2, 0.4]},
-            "sophia_h": {"lr": _five(3e-4), "rho": _five(0.01), "hess_interval": [5, 10, 20]},
-            "s3": {"lr": _five(6e-4), "one_minus_beta": [0.025, 0.05, 0.1], "p": [2, 3, 4]},
-            "muon": {"lr": _five(2e-3), "weight_decay": [0.05, 0.1, 0.2]},
-            "soap": {"lr": _five(3e-3), "one_minus_beta2": [0.025, 0.05, 0.1]},
-            "kron": {"lr": _five(3e-4)},
-        },
+        spaces=_own_spaces({"adamw": 6e-4, "lion": 1e-4, "sophia_g": 3e-4, "sophia_h": 3e-4, "s3": 6e-4, "muon": 2e-3,
+                            "soap": 3e-3, "kron": 3e-4}, warmup=[0.01, 0.02, 0.04]),
         phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
                 "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
     ),
