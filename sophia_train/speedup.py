@@ -4,7 +4,7 @@ that optimizer used.
 
 Per model size, AdamW's final loss at each token budget D (each run with its own full schedule) is
 fit by the saturating power law ``L(D) = a * D**-b + c`` (``fit_power_law``: for each candidate
-floor c below the smallest loss, log(L - c) = log a - b log D is a straight line; the c with the
+floor c between 0 and the smallest loss, log(L - c) = log a - b log D is a straight line; the c with the
 smallest squared error in L wins, refined by golden-section search). Inverting the fit gives
 ``D_AdamW(L) = (a / (L - c)) ** (1 / b)``, and the speedup of X at budget D is
 ``D_AdamW(L_X(D)) / D`` (``data_speedup``). The same with wall-clock seconds or FLOPs in place of
@@ -56,12 +56,15 @@ def _line_fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[float, float, flo
 
 
 def fit_power_law(x: Sequence[float], loss: Sequence[float]) -> PowerLaw:
-    """Fit ``L = a * x**-b + c`` (a > 0, b > 0, c below every loss) to at least 3 points."""
+    """Fit ``L = a * x**-b + c`` (a > 0, b > 0, c below every loss, and c >= 0 when the losses are positive)
+    to at least 3 points."""
     x, y = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
     if len(x) < 3 or len(set(x.tolist())) < 3:
         raise ValueError(f"a power law with a floor needs losses at 3 or more budgets, got {len(set(x.tolist()))}")
     top = float(y.min()) - 1e-9 * max(1.0, abs(float(y.min())))
     grid = top - (float(y.max()) - float(y.min()) + 1.0) * np.concatenate([[0.0], np.logspace(-6, 2, 400)])
+    if y.min() > 0:  # a cross-entropy floor is not negative: without this, losses that fall faster and faster
+        grid = np.append(grid[grid > 0], 0.0)  # in log D send c to -infinity (b to 0), a meaningless log-linear fit
     errs = [_line_fit(x, y, c)[2] for c in grid]
     i = int(np.argmin(errs))
     lo, hi = grid[min(i + 1, len(grid) - 1)], grid[max(i - 1, 0)]

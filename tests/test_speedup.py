@@ -52,3 +52,17 @@ def test_half_budget_verdict_and_too_few_budgets():
     assert half_budget_verdict(law(2e6), law(2e6)) and not half_budget_verdict(law(1e6), law(2e6))
     with pytest.raises(ValueError, match="3 or more budgets"):
         fit_power_law([1e6, 2e6, 2e6], [3.0, 2.9, 2.9])
+
+
+def test_losses_falling_faster_in_log_budget_get_a_zero_floor_not_a_negative_one():
+    """Real small-model losses (the cpu profile's tiny3x96 AdamW means) fall faster and faster in log D;
+    an unconstrained floor runs off to c ~ -139 with b ~ 0.001 (a log-linear curve with no meaning). The
+    floor of a cross-entropy is not negative: the fit is the pure power law c = 0 instead."""
+    budgets = [51_200, 102_400, 204_800, 409_600]
+    losses = [2.4122, 2.3039, 2.1716, 2.0024]
+    fit = fit_power_law(budgets, losses)
+    assert fit.c == pytest.approx(0.0, abs=1e-9) and 0.05 < fit.b < 0.2
+    logb, logl = np.log(budgets), np.log(losses)
+    slope, intercept = np.polyfit(logb, logl, 1)  # with c = 0, log L = log a - b log D is an ordinary line
+    assert fit.b == pytest.approx(-slope, rel=1e-6) and fit.a == pytest.approx(math.exp(intercept), rel=1e-6)
+    assert fit.rmse < 0.03
