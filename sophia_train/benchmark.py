@@ -355,7 +355,7 @@ def speedup_rows(results: dict[tuple[str, str, int], list[RunResult]], sizes: li
     (mean and sd over seeds) and the T/2-vs-T verdict; plus AdamW's fits per size."""
     import numpy as np
 
-    from .speedup import fit_power_law, half_budget_verdict, seed_speedups
+    from .speedup import fit_power_law, half_budget_verdict, interpolated_speedup, seed_speedups
 
     rows, fits = [], {}
     for size in sizes:
@@ -382,9 +382,11 @@ def speedup_rows(results: dict[tuple[str, str, int], list[RunResult]], sizes: li
                 if half is not None and results.get((optim, size.name, half)):
                     verdict = half_budget_verdict(float(np.mean([r.final_val for r in results[(optim, size.name, half)]])),
                                                   float(np.mean([r.final_val for r in base[steps]])))
+                interp = interpolated_speedup(tokens, mean_loss, float(np.mean(losses)), tok)
                 rows.append({"size": size.name, "optim": optim, "steps": steps, "tokens": tok,
                              "loss": float(np.mean(losses)), "loss_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0,
-                             "data": data.mean, "data_sd": data.sd, "wall": float(np.mean(wall)) if wall else math.nan,
+                             "data": data.mean, "data_sd": data.sd, "data_interp": interp.value, "data_interp_bound": interp.bound,
+                             "wall": float(np.mean(wall)) if wall else math.nan,
                              "compute": data.mean * factor, "compute_sd": data.sd * factor, "verdict_half_vs_full": verdict})
     return rows, fits
 
@@ -395,26 +397,34 @@ def _pm(mean: float, sd: float, fmt: str = ".2f") -> str:
     return f"{mean:{fmt}} ± {sd:{fmt}}" if math.isfinite(sd) else f"{mean:{fmt}}"
 
 
+def _interp(row: dict) -> str:
+    bound = row.get("data_interp_bound", "=")
+    return f"{row['data_interp']:.2f}" if bound == "=" else f"{bound} {row['data_interp']:.2f}"
+
+
 def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int) -> str:
     """table.md: the fits with residuals, the speedup table and the chosen hyperparameters."""
     lines = [f"# Optimizer benchmark, profile `{profile.name}`", "",
              f"Final val loss at the end of each run (own cosine schedule), mean ± sd over {seeds} seeds. Speedup of X at "
              f"budget D = D_AdamW(loss of X) / D from AdamW's fit L(D) = a·D^-b + c per size (wall-clock: the same with "
              f"AdamW's loss against its training seconds; compute: data speedup x AdamW's FLOPs per token / X's, counting "
-             f"the curvature estimator). 'T/2 vs T': X with half the budget at least as good as AdamW with all of it "
-             f"(Sophia paper Sec. 3.2).", "", "## AdamW fits", "",
+             f"the curvature estimator). Interpolated: the same ratio with D_AdamW read off AdamW's measured mean "
+             f"losses (straight lines in log D between its budgets; only a bound outside them), which does not "
+             f"depend on the fit's shape. 'T/2 vs T': X with half the budget at least as good as AdamW with all of "
+             f"it (Sophia paper Sec. 3.2).", "", "## AdamW fits", "",
              "| size | params | a | b | c | residuals at the budgets |", "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, f in fits.items():
         d = f["data"]
         lines.append(f"| {name} | {infos[name].n_params / 1e6:.2f}M | {d.a:.4g} | {d.b:.4f} | {d.c:.4f} | "
                      f"{', '.join(f'{r:+.4f}' for r in d.residuals)} |")
     lines += ["", "## Speedup over tuned AdamW", "",
-              "| size | optimizer | steps | tokens | final val loss | data speedup | wall-clock speedup | compute speedup | T/2 vs T |",
-              "| --- | --- | ---: | ---: | --- | --- | ---: | --- | --- |"]
+              "| size | optimizer | steps | tokens | final val loss | data speedup (fit) | data speedup (interpolated) | "
+              "wall-clock speedup | compute speedup | T/2 vs T |",
+              "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- | --- |"]
     for r in rows:
         verdict = {True: "yes", False: "no", None: ""}[r["verdict_half_vs_full"]]
         lines.append(f"| {r['size']} | {r['optim']} | {r['steps']} | {r['tokens']:,} | {_pm(r['loss'], r['loss_sd'], '.4f')} | "
-                     f"{_pm(r['data'], r['data_sd'])} | {r['wall']:.2f} | {_pm(r['compute'], r['compute_sd'])} | {verdict} |")
+                     f"{_pm(r['data'], r['data_sd'])} | {_interp(r)} | {r['wall']:.2f} | {_pm(r['compute'], r['compute_sd'])} | {verdict} |")
     lines += ["", "## Chosen hyperparameters", "", "| optimizer | size/steps | point |", "| --- | --- | --- |"]
     for optim, points in chosen.items():
         for key, point in points.items():

@@ -10,7 +10,9 @@ smallest squared error in L wins, refined by golden-section search). Inverting t
 ``D_AdamW(L_X(D)) / D`` (``data_speedup``). The same with wall-clock seconds or FLOPs in place of
 tokens gives the wall-clock and compute speedups; FLOPs count an optimizer's curvature-estimator work
 (``compute_per_token``). A loss at or below AdamW's fitted floor c has no finite D_AdamW: its speedup
-is reported as infinite (beyond what the fit can say). The paper's Sec. 3.2 verdict asks whether X with
+is reported as infinite (beyond what the fit can say). Where the power law fits poorly (small models
+whose loss falls faster and faster in log D), ``interpolated_speedup`` reads D_AdamW off AdamW's
+measured losses instead, between its budgets, and gives only a bound outside them. The paper's Sec. 3.2 verdict asks whether X with
 half the budget reaches AdamW's loss at the full budget (``half_budget_verdict``).
 """
 
@@ -111,6 +113,37 @@ def seed_speedups(adamw_fit: PowerLaw, losses: Sequence[float], cost: float) -> 
         return Speedup(math.inf, math.nan, tuple(values))
     arr = np.asarray(values)
     return Speedup(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, tuple(values))
+
+
+@dataclass(frozen=True)
+class Interpolated:
+    """A speedup read off AdamW's measured losses rather than a fit: ``value`` when ``bound`` is "=", else
+    a bound (">": X beat AdamW's largest budget; "<": X was worse than AdamW's smallest)."""
+
+    value: float
+    bound: str
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f}" if self.bound == "=" else f"{self.bound} {self.value:.2f}"
+
+
+def interpolated_speedup(budgets: Sequence[float], adamw_losses: Sequence[float], loss: float, budget: float) -> Interpolated:
+    """Model-free speedup: the budget at which AdamW's measured mean losses reach ``loss``, read off the
+    straight lines between them in (log D, L), over ``budget``. AdamW's losses are first made
+    non-increasing in D (a larger budget is at least as good); outside their range only a bound is known."""
+    order = np.argsort(np.asarray(budgets, dtype=float))
+    b = np.asarray(budgets, dtype=float)[order]
+    d = np.log(b)
+    y = np.minimum.accumulate(np.asarray(adamw_losses, dtype=float)[order])
+    if loss < y[-1]:
+        return Interpolated(float(b[-1]) / budget, ">")
+    if loss > y[0]:
+        return Interpolated(float(b[0]) / budget, "<")
+    i = int(np.nonzero(y <= loss)[0][0])  # the first budget at which AdamW is at least as good as ``loss``
+    if i == 0 or y[i - 1] == y[i]:
+        return Interpolated(float(b[i]) / budget, "=")
+    t = (y[i - 1] - loss) / (y[i - 1] - y[i])
+    return Interpolated(float(np.exp(d[i - 1] + t * (d[i] - d[i - 1]))) / budget, "=")
 
 
 def half_budget_verdict(loss_x_at_half: float, loss_adamw_at_full: float) -> bool:

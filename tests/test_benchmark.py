@@ -38,6 +38,10 @@ def test_report_rows_on_synthetic_results_match_hand_computed_speedups():
         assert r["compute"] == pytest.approx(2.0 / 1.05, rel=1e-5)
         assert r["wall"] == pytest.approx(2.0, rel=1e-5)
     assert x[200]["verdict_half_vs_full"] is True and x[100]["verdict_half_vs_full"] is None
+    # read off AdamW's measured points: X at 100 and 200 equals AdamW at 200 and 400 (2x); X at 400 beats them all
+    assert (x[100]["data_interp"], x[200]["data_interp"]) == (pytest.approx(2.0), pytest.approx(2.0))
+    assert x[100]["data_interp_bound"] == x[200]["data_interp_bound"] == "=" and x[400]["data_interp_bound"] == ">"
+    assert x[400]["data_interp"] == pytest.approx(1.0)
     assert all(r["data"] == pytest.approx(1.0, rel=1e-5) for r in rows if r["optim"] == "adamw")
 
 

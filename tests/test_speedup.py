@@ -66,3 +66,23 @@ def test_losses_falling_faster_in_log_budget_get_a_zero_floor_not_a_negative_one
     slope, intercept = np.polyfit(logb, logl, 1)  # with c = 0, log L = log a - b log D is an ordinary line
     assert fit.b == pytest.approx(-slope, rel=1e-6) and fit.a == pytest.approx(math.exp(intercept), rel=1e-6)
     assert fit.rmse < 0.03
+
+
+def test_interpolated_speedup_reads_adamws_measured_losses_by_hand():
+    """Between budgets: straight lines in (log D, L). AdamW at 100/200/400/800 with 3.0/2.6/2.4/2.0 and X
+    at budget 200 with 2.5: halfway (in L) from 200 to 400, so D = 200 * 2**0.5 and the speedup sqrt(2).
+    Outside the range only bounds; AdamW's own points give exactly 1; a rise in AdamW's curve is ignored."""
+    from sophia_train.speedup import interpolated_speedup
+
+    budgets, losses = [100, 200, 400, 800], [3.0, 2.6, 2.4, 2.0]
+    s = interpolated_speedup(budgets, losses, 2.5, 200)
+    assert s.bound == "=" and s.value == pytest.approx(math.sqrt(2), rel=1e-12) and str(s) == "1.41"
+    assert interpolated_speedup(budgets, losses, 2.8, 100).value == pytest.approx(2**0.5, rel=1e-12)
+    for b, y in zip(budgets, losses):
+        assert interpolated_speedup(budgets, losses, y, b).value == pytest.approx(1.0) and interpolated_speedup(budgets, losses, y, b).bound == "="
+    best = interpolated_speedup(budgets, losses, 1.9, 400)
+    assert (best.bound, best.value, str(best)) == (">", 2.0, "> 2.00")
+    worst = interpolated_speedup(budgets, losses, 3.2, 400)
+    assert (worst.bound, worst.value) == ("<", 0.25)
+    bumpy = interpolated_speedup([100, 200, 400], [3.0, 3.1, 2.0], 2.5, 100)  # 200 no better than 100: 3.0 stands
+    assert bumpy.value == pytest.approx(2 ** (1 + (3.0 - 2.5) / (3.0 - 2.0)), rel=1e-12)
