@@ -153,6 +153,12 @@ def overrides_for(optim: str, point: dict[str, float], steps: int) -> list[str]:
     return out
 
 
+def feasible(point: dict[str, float]) -> bool:
+    """Whether a point can be trained: everything positive, the warmup at most the whole run, each beta above 0."""
+    betas_ok = all(point[k] < 1 for k in ("one_minus_beta", "one_minus_beta2") if k in point)
+    return all(v > 0 for v in point.values()) and point.get("warmup", 0) <= 1 and betas_ok
+
+
 def run_name(size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> str:
     """Folder name of one run: size, optimizer, hyperparameters, budget and seed."""
     hp = "-".join(f"{k}{v:.4g}" for k, v in sorted(point.items()))
@@ -273,6 +279,8 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
         tried[optim] = []
 
         def loss_of(point, size=first, steps=anchor[1], optim=optim, phase="phase I"):
+            if not feasible(point):  # a grid extended past its range (warmup over the run, beta <= 0)
+                return math.inf
             r = runner.run(size, optim, point, steps, profile.seeds[0], f"{phase} {optim}")
             tried[optim].append({"size": size.name, "steps": steps, **point, "final_val": r.final_val})
             return r.final_val

@@ -154,3 +154,22 @@ def test_training_multiruns_compose_with_the_slurm_launcher():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = hydra_compose("config", overrides=["hydra/launcher=slurm", "+model=tiny", "optim=adamw"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min == 1440
+
+
+def test_a_grid_extended_past_its_range_is_not_trained(tmp_path, monkeypatch):
+    """Kron's warmup grid was extended to 1.6 of the run in the cpu profile and the worker died on the
+    config error; such a point now counts as an infinite loss without training, and the search stops."""
+    assert bm.feasible({"lr": 1e-3, "warmup": 1.0, "one_minus_beta2": 0.5})
+    assert not bm.feasible({"lr": 1e-3, "warmup": 1.6}) and not bm.feasible({"lr": 1e-3, "one_minus_beta": 1.0})
+    assert not bm.feasible({"lr": -1e-3})
+    trained = []
+
+    def fake_run(self, size, optim, point, steps, seed, phase):
+        trained.append(point["warmup"])
+        return RunResult(2.0 - point["warmup"], 1.0, steps)  # longer warmup always better: the grid runs off its edge
+
+    monkeypatch.setattr(bm.Runner, "run", fake_run)
+    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+                         spaces={"adamw": {"warmup": [0.2, 0.4, 0.8]}}, phase2={"adamw": ()})
+    chosen = bm.run_profile(profile, tmp_path, [], ["adamw"])["chosen"]
+    assert max(trained) <= 1 and chosen["adamw"]["s/20"]["warmup"] == 0.8
