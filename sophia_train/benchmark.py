@@ -96,6 +96,11 @@ def _own_spaces(lr: dict[str, float], warmup: list[float]) -> dict[str, dict[str
     return {o: {"lr": _five(lr[o]), **own[o], "warmup": list(warmup)} for o in lr}
 
 
+# Phase II: what each optimizer retunes at every other (size, budget): the LR, and rho for Sophia
+_PHASE2 = {"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
+           "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)}
+
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(  # what the tests run end to end: 3 sizes x 3 budgets, 2 seeds, a few minutes on 2 cores
         name="quick",
@@ -114,8 +119,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         spaces=_own_spaces({"adamw": 2e-3, "lion": 5e-4, "sophia_g": 6e-4, "sophia_h": 6e-4, "s3": 1e-3, "muon": 1e-3,
                             "soap": 3e-3, "kron": 3e-4}, warmup=[0.025, 0.05, 0.1]),
-        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
-                "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
+        phase2=_PHASE2,
     ),
     "gpu_small": Profile(  # OpenWebText, GPT-2 BPE, the paper's batch (480 x 1024): see --estimate for GPU-hours
         name="gpu_small",
@@ -126,8 +130,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         spaces=_own_spaces({"adamw": 6e-4, "lion": 1e-4, "sophia_g": 3e-4, "sophia_h": 3e-4, "s3": 6e-4, "muon": 2e-3,
                             "soap": 3e-3, "kron": 3e-4}, warmup=[0.01, 0.02, 0.04]),
-        phase2={"adamw": ("lr",), "lion": ("lr",), "sophia_g": ("lr", "rho"), "sophia_h": ("lr", "rho"), "s3": ("lr",),
-                "muon": ("lr",), "soap": ("lr",), "kron": ("lr",)},
+        phase2=_PHASE2,
     ),
 }
 
@@ -254,6 +257,14 @@ class Runner:
               flush=True)
 
 
+def phase1_runs(space: dict[str, list[float]]) -> int:
+    """Distinct Phase I runs of ``tune`` over ``space`` when no grid is extended: every grid point in the
+    first sweep (their shared centre once), then at most two new neighbours per hyperparameter but the last
+    in the second (none when the first moved nothing; no second sweep for a single hyperparameter)."""
+    n, points = len(space), sum(len(grid) for grid in space.values())
+    return points + n - 1
+
+
 def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
     """A first estimate of the runs a profile (or only ``optims`` of it) takes (grid extensions may add some)."""
     budgets = sum(len(s.steps) for s in profile.sizes)
@@ -261,7 +272,7 @@ def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
     for optim, space in profile.spaces.items():
         if optims is not None and optim not in optims:
             continue
-        phase1 = 3 * len(space) * (1 if len(space) == 1 else 2)
+        phase1 = phase1_runs(space)
         phase2 = (budgets - 1) * 3 * len(profile.phase2.get(optim, ("lr",)))
         total += phase1 + phase2 + budgets * (len(profile.seeds) - 1)
     return total
@@ -530,7 +541,7 @@ def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> 
     lines += ["", "| optimizer | Phase I runs | GPU-hours (Phase I + II + seeds) |", "| --- | ---: | ---: |"]
     total = 0.0
     for optim, space in profile.spaces.items():
-        phase1 = sum(len(grid) for grid in space.values()) + (2 * len(space) if len(space) > 1 else 0)
+        phase1 = phase1_runs(space)
         per_budget = 3 * len(profile.phase2.get(optim, ("lr",))) + len(profile.seeds) - 1
         hours = phase1 * cost[anchor] + sum(per_budget * c for key, c in cost.items() if key != anchor)
         hours += (len(profile.seeds) - 1) * cost[anchor]

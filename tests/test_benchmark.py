@@ -173,3 +173,22 @@ def test_a_grid_extended_past_its_range_is_not_trained(tmp_path, monkeypatch):
                          spaces={"adamw": {"warmup": [0.2, 0.4, 0.8]}}, phase2={"adamw": ()})
     chosen = bm.run_profile(profile, tmp_path, [], ["adamw"])["chosen"]
     assert max(trained) <= 1 and chosen["adamw"]["s/20"]["warmup"] == 0.8
+
+
+@pytest.mark.parametrize("space", [{"lr": [1, 2, 4, 8, 16]}, {"lr": [1, 2, 4, 8, 16], "wd": [1, 2, 4, 8, 16]},
+                                   {"lr": [1, 2, 4, 8, 16], "rho": [1, 2, 4, 8, 16], "k": [1, 2, 4, 8, 16]}])
+@pytest.mark.parametrize("moved", [False, True])
+def test_phase1_count_matches_the_distinct_points_tune_trains(space, moved):
+    """The progress line's total and --estimate share ``phase1_runs``: on a bowl one grid step off the
+    centre (the first sweep moves every hyperparameter) it is exactly what coordinate descent trains; on a
+    bowl at the centre the second sweep trains nothing new."""
+    best = {k: grid[len(grid) // 2 + moved] for k, grid in space.items()}
+    seen = set()
+
+    def loss_of(point):
+        seen.add(tuple(sorted(point.items())))
+        return sum(math.log2(point[k] / best[k]) ** 2 for k in point)
+
+    assert bm.tune(space, loss_of) == best
+    second_sweep = 0 if moved else 2 * (len(space) - 1)
+    assert len(seen) == bm.phase1_runs(space) - second_sweep
