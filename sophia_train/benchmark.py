@@ -201,13 +201,23 @@ class Runner:
             for line in self.results_file.read_text().splitlines():
                 row = json.loads(line)
                 self.results[row["name"]] = row
-        self.planned, self.done, self.trained, self.train_seconds = planned, 0, 0, 0.0
+        self.planned, self.trained, self.train_seconds = planned, 0, 0.0
+        self.seen: set[str] = set()  # distinct runs asked for so far (a point tuning revisits counts once)
         self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> int:
+        """Distinct runs finished or reused so far."""
+        return len(self.seen)
+
+    def replan(self, left: int) -> None:
+        """Re-base the progress total at a stage boundary: ``left`` more distinct runs are expected."""
+        self.planned = self.done + left
 
     def run(self, size: Size, optim: str, point: dict[str, float], steps: int, seed: int, phase: str) -> RunResult:
         """The final val loss, seconds and tokens of one run (inf loss when it diverged)."""
         name = run_name(size, optim, point, steps, seed)
-        self.done += 1
+        self.seen.add(name)
         self.planned = max(self.planned, self.done)
         if name not in self.results:
             self.results[name] = self._train(name, size, optim, point, steps, seed)
@@ -265,16 +275,30 @@ def phase1_runs(space: dict[str, list[float]]) -> int:
     return points + n - 1
 
 
+@dataclass
+class RunCounts:
+    """Distinct runs of one optimizer in each stage of a profile, before any grid extension."""
+
+    phase1: int  # at the anchor
+    phase2_per_budget: int  # at every other (size, budget)
+    seeds_per_budget: int  # the chosen point's other seeds, at every (size, budget)
+
+
+def run_counts(profile: Profile, optim: str) -> RunCounts:
+    """What ``run_profile`` trains for ``optim`` when no grid is extended (``phase1_runs`` for both phases)."""
+    space = profile.spaces[optim]
+    retuned = {k: [0.5, 1.0, 2.0] for k in profile.phase2.get(optim, ("lr",)) if k in space}
+    return RunCounts(phase1_runs(space), phase1_runs(retuned) if retuned else 0, len(profile.seeds) - 1)
+
+
 def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
     """A first estimate of the runs a profile (or only ``optims`` of it) takes (grid extensions may add some)."""
     budgets = sum(len(s.steps) for s in profile.sizes)
     total = 0
-    for optim, space in profile.spaces.items():
-        if optims is not None and optim not in optims:
-            continue
-        phase1 = phase1_runs(space)
-        phase2 = (budgets - 1) * 3 * len(profile.phase2.get(optim, ("lr",)))
-        total += phase1 + phase2 + budgets * (len(profile.seeds) - 1)
+    for optim in profile.spaces:
+        if optims is None or optim in optims:
+            n = run_counts(profile, optim)
+            total += n.phase1 + (budgets - 1) * n.phase2_per_budget + budgets * n.seeds_per_budget
     return total
 
 
@@ -284,6 +308,7 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
     runner = Runner(out, profile, extra, planned_runs(profile, optims))
     first = profile.sizes[0]
     anchor = (first.name, first.steps[len(first.steps) // 2])
+    budgets = sum(len(s.steps) for s in profile.sizes)
     chosen: dict[str, dict[str, dict[str, float]]] = {}
     tried: dict[str, list[dict]] = {}
     for optim in optims:
@@ -297,6 +322,8 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
             return r.final_val
 
         base = tune(profile.spaces[optim], loss_of)
+        n, later = run_counts(profile, optim), planned_runs(profile, optims[optims.index(optim) + 1:])
+        runner.replan(later + (budgets - 1) * n.phase2_per_budget + budgets * n.seeds_per_budget)
         chosen[optim] = {f"{anchor[0]}/{anchor[1]}": base}
         for size in profile.sizes:
             for steps in size.steps:
@@ -309,6 +336,7 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
                     return loss_of({**base, **part}, size, steps, optim, "phase II")
 
                 chosen[optim][key] = {**base, **tune(sub, loss_of2)} if sub else dict(base)
+        runner.replan(later + budgets * n.seeds_per_budget)
         for size in profile.sizes:
             for steps in size.steps:
                 for seed in profile.seeds:
@@ -540,13 +568,12 @@ def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> 
     anchor = (first.name, first.steps[len(first.steps) // 2])
     lines += ["", "| optimizer | Phase I runs | GPU-hours (Phase I + II + seeds) |", "| --- | ---: | ---: |"]
     total = 0.0
-    for optim, space in profile.spaces.items():
-        phase1 = phase1_runs(space)
-        per_budget = 3 * len(profile.phase2.get(optim, ("lr",))) + len(profile.seeds) - 1
-        hours = phase1 * cost[anchor] + sum(per_budget * c for key, c in cost.items() if key != anchor)
-        hours += (len(profile.seeds) - 1) * cost[anchor]
+    for optim in profile.spaces:
+        n = run_counts(profile, optim)
+        hours = n.phase1 * cost[anchor] + sum(n.phase2_per_budget * c for key, c in cost.items() if key != anchor)
+        hours += n.seeds_per_budget * sum(cost.values())
         total += hours
-        lines.append(f"| {optim} | ~{phase1} | {hours:,.0f} |")
+        lines.append(f"| {optim} | ~{n.phase1} | {hours:,.0f} |")
     lines.append(f"\nAbout {total:,.0f} H100-hours for the {len(profile.optims)} optimizers at {mfu:.0%} MFU "
                  f"(Hessian-estimator work and grid extensions not counted).")
     return "\n".join(lines)

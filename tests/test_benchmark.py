@@ -192,3 +192,25 @@ def test_phase1_count_matches_the_distinct_points_tune_trains(space, moved):
     assert bm.tune(space, loss_of) == best
     second_sweep = 0 if moved else 2 * (len(space) - 1)
     assert len(seen) == bm.phase1_runs(space) - second_sweep
+
+
+def test_progress_total_is_exact_when_no_grid_is_extended(tmp_path, monkeypatch, capsys):
+    """The progress line's runs done/total: the plan (re-based after each stage) is met exactly when every
+    optimum lies inside its grid, and no reused point counts twice."""
+    best = {"lr": 8.0, "wd": 8.0}  # one grid step above the centres: the first sweep moves both
+
+    def fake_train(self, name, size, optim, point, steps, seed):
+        loss = sum(math.log2(point[k] / best[k]) ** 2 for k in point) + 1.0 / steps
+        return {"name": name, "size": size.name, "optim": optim, "point": point, "steps": steps, "seed": seed,
+                "final_val": loss, "seconds": 1.0, "tokens": steps, "wall": 0.0}
+
+    monkeypatch.setattr(bm.Runner, "_train", fake_train)
+    space = {"lr": [1.0, 2.0, 4.0, 8.0, 16.0], "wd": [1.0, 2.0, 4.0, 8.0, 16.0]}
+    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0, 1),
+                         spaces={"adamw": space, "lion": space}, phase2={"adamw": ("lr",), "lion": ("lr",)})
+    planned = bm.planned_runs(profile)
+    assert planned == 2 * ((10 + 1) + 2 * 3 + 3 * 1)
+    bm.run_profile(profile, tmp_path, [], ["adamw", "lion"])
+    totals = [line.split(" runs")[0].split("] ")[1] for line in capsys.readouterr().out.splitlines() if " runs |" in line]
+    assert len(totals) == planned and set(t.split("/")[1] for t in totals) == {str(planned)}
+    assert totals[-1] == f"{planned}/{planned}"
