@@ -479,9 +479,29 @@ def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos
     return "\n".join(lines) + "\n"
 
 
+def sensitivity_slice(points: list[dict], keys: list[str], key: str, best: dict) -> tuple[list[dict], str]:
+    """The Phase I runs (at the anchor) that vary only ``key``: those with every other hyperparameter at
+    ``best``; when fewer than two are (another hyperparameter moved after ``key``'s last line search),
+    the latest line search over ``key``, and its other values as text (else "")."""
+    anchor = [p for p in points if (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+    rest = [k for k in keys if k != key]
+    groups: dict[tuple, dict[float, dict]] = {}  # other values -> key value -> run
+    asked: dict[tuple, int] = {}  # other values -> when a run with them was last asked for
+    for i, p in enumerate(anchor):
+        groups.setdefault(tuple(p.get(k) for k in rest), {})[p[key]] = p
+        asked[tuple(p.get(k) for k in rest)] = i
+    at_best = groups.get(tuple(best.get(k) for k in rest), {})
+    searched = [g for g in groups.items() if len(g[1]) >= 2]
+    if len(at_best) >= 2 or not searched:
+        return sorted(at_best.values(), key=lambda p: p[key]), ""
+    last = max(searched, key=lambda g: asked[g[0]])
+    return sorted(last[1].values(), key=lambda p: p[key]), ", ".join(f"{k}={v:.3g}" for k, v in zip(rest, last[0]))
+
+
 def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], tried: dict, chosen: dict) -> list[Path]:
     """loss_vs_budget_<size>.png (fit drawn), speedup_vs_size.png, sensitivity_<optim>.png."""
     import numpy as np
+    from matplotlib import ticker
 
     from .plotting import _pyplot, save_figure
 
@@ -522,12 +542,17 @@ def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], t
         best = next(iter(chosen[optim].values()))
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
         for ax, key in zip(axes[0], keys):
-            same = [p for p in points if all(p.get(k) == best.get(k) for k in keys if k != key)
-                    and (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
-            same.sort(key=lambda p: p[key])
-            ax.plot([p[key] for p in same], [min(p["final_val"], 1e3) for p in same], marker="o")
+            same, others = sensitivity_slice(points, keys, key, best)
+            xs = [p[key] for p in same]
+            ax.plot(xs, [min(p["final_val"], 1e3) for p in same], marker="o")
             ax.axvline(best[key], color="r", lw=0.8)
             ax.set(xscale="log", xlabel=key, ylabel="final val loss")
+            ax.xaxis.set_major_locator(ticker.FixedLocator(sorted({*xs, best[key]})))  # the values tried, readable
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+            if others:  # coordinate descent moved another hyperparameter after this one's last line search
+                ax.set_title(f"at {others}", fontsize=7)
         fig.suptitle(f"{optim}: sensitivity around the Phase I point (others fixed)", fontsize=9)
         written.append(save_figure(fig, out / f"sensitivity_{optim}.png"))
     return written

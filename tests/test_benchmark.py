@@ -214,3 +214,21 @@ def test_progress_total_is_exact_when_no_grid_is_extended(tmp_path, monkeypatch,
     totals = [line.split(" runs")[0].split("] ")[1] for line in capsys.readouterr().out.splitlines() if " runs |" in line]
     assert len(totals) == planned and set(t.split("/")[1] for t in totals) == {str(planned)}
     assert totals[-1] == f"{planned}/{planned}"
+
+
+def test_sensitivity_slice_falls_back_to_the_last_line_search():
+    """Kron's tuning moved the weight decay after the LR's last line search, so no LR run had the chosen
+    weight decay and its panel showed one point; the panel now shows that last search, labelled."""
+    run = lambda lr, wd, loss: {"size": "s", "steps": 4, "lr": lr, "wd": wd, "final_val": loss}  # noqa: E731
+    points = [run(1, 1, 3.0), run(2, 1, 2.0), run(4, 1, 2.5),  # sweep 0: LR at wd 1
+              run(2, 0.5, 2.2), run(2, 2, 1.9),  # wd moves to 2
+              run(1, 2, 2.4), run(4, 2, 2.1), run(8, 2, 2.3),  # sweep 1: LR at wd 2 (stays)
+              run(2, 4, 1.95), run(2, 2, 1.9), run(9, 9, 9.0) | {"steps": 8}]  # wd stays; another budget ignored
+    best = {"lr": 2, "wd": 2}
+    lr_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "lr", best)
+    assert [p["lr"] for p in lr_runs] == [1, 2, 4, 8] and [p["final_val"] for p in lr_runs] == [2.4, 1.9, 2.1, 2.3] and note == ""
+    wd_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "wd", best)
+    assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == ""
+    moved = {"lr": 8, "wd": 2}  # as if the LR had moved last: no wd search at lr 8, so the latest one (at lr 2)
+    wd_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "wd", moved)
+    assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == "lr=2"
