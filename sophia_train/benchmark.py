@@ -520,20 +520,34 @@ def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], t
         ax.set(xscale="log", xlabel="training tokens (budget)", ylabel="final val loss", title=f"{size}: loss at the end of training")
         ax.legend(fontsize=7)
         written.append(save_figure(fig, out / f"loss_vs_budget_{size}.png"))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for optim in optims:
-        pts = []
-        for size in fits:
-            mine = [r for r in rows if r["size"] == size and r["optim"] == optim]
-            if mine:
-                top = max(mine, key=lambda r: r["steps"])
-                pts.append((infos[size].n_params, top["data"], top["data_sd"]))
-        pts = [p for p in pts if math.isfinite(p[1])]
-        if pts:
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=optim)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters", ylabel="data speedup over AdamW (largest budget)", title="speedup against model size")
-    ax.legend(fontsize=7)
+    sizes = list(fits)
+    n_budgets = min(len({r["steps"] for r in rows if r["size"] == size}) for size in sizes)
+    fig, axes = plt.subplots(1, n_budgets, figsize=(3.6 * n_budgets, 3.6), squeeze=False, sharey=True)
+    marker = {"=": "o", ">": "^", "<": "v"}  # a bound: AdamW's measured budgets do not reach X's loss
+    for i, ax in enumerate(axes[0]):
+        steps_at = {size: sorted({r["steps"] for r in rows if r["size"] == size})[i] for size in sizes}
+        for j, optim in enumerate(optims):
+            if optim == "adamw":  # the reference: the line at 1
+                continue
+            pts = [r for size in sizes for r in rows if r["size"] == size and r["optim"] == optim and r["steps"] == steps_at[size]]
+            pts = [r for r in pts if math.isfinite(r["data_interp"]) and r["data_interp"] > 0]
+            xs, ys = [infos[r["size"]].n_params for r in pts], [r["data_interp"] for r in pts]
+            color = f"C{j % 10}"
+            ax.plot(xs, ys, color=color, lw=1, label=optim)
+            for x, y, r in zip(xs, ys, pts):
+                bound = r.get("data_interp_bound", "=")
+                ax.plot([x], [y], marker=marker[bound], color=color, ms=6, mfc=color if bound == "=" else "none")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="parameters", title=f"{'/'.join(str(steps_at[s]) for s in sizes)} steps")
+        ax.xaxis.set_major_locator(ticker.FixedLocator([infos[s].n_params for s in sizes]))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1e6:.3g}M"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=2))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+    axes[0][0].set_ylabel("data speedup over AdamW (interpolated)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: the panels are full
+    fig.suptitle("speedup against model size, per budget (hollow triangles: only a bound is known)", fontsize=9)
     written.append(save_figure(fig, out / "speedup_vs_size.png"))
     for optim, points in tried.items():
         keys = sorted({k for p in points for k in p if k not in ("size", "steps", "final_val")})
