@@ -96,9 +96,10 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a damaged file raises ``ConfigError``. A sharded
-    checkpoint folder (``RUN/ckpt.dcp``, FSDP runs) is read whole into the same one-file layout."""
+    checkpoint folder (``RUN/ckpt.dcp``, FSDP runs) is read whole into the same one-file layout. With
+    ``mmap`` a one-file checkpoint's tensors are mapped, not read, until used."""
     path = checkpoint_at(path) if Path(path).is_dir() else Path(path)
     if path.is_dir() and (sharded.exists(path) or (path / sharded.META).is_file()):
         state = sharded.to_single_file(sharded.latest(path) or path)
@@ -106,7 +107,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: nothing to resume. Drop train.resume=true to start a new run.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise ConfigError(
             f"the checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
@@ -115,6 +116,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{path} is not a sophia_train checkpoint (format {FORMAT_VERSION}); it was left untouched.")
     return state
+
+
+def load_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's entries besides the weights and the optimizer state (shape, config, tokenizer, step),
+    without reading its tensors: a sharded checkpoint's ``meta.pt``, a one-file checkpoint mapped."""
+    path = checkpoint_at(path) if Path(path).is_dir() else Path(path)
+    if path.is_dir() and (sharded.exists(path) or (path / sharded.META).is_file()):
+        return sharded.load_meta(sharded.latest(path) or path)
+    state = load_checkpoint(path, mmap=True)
+    return {k: v for k, v in state.items() if k not in ("model", "optimizer")}
 
 
 def _to_device(obj: Any, device: str | torch.device) -> Any:

@@ -19,7 +19,7 @@ def describe(run: str | os.PathLike) -> dict[str, Any]:
     path = checkpoint_file(run)
     if not path.exists():
         raise ConfigError(f"no checkpoint at {path}: give a run folder holding ckpt.pt or ckpt.dcp (or best.pt) or a checkpoint file.")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, mmap=True)  # counting parameters needs their shapes, not their values
     cfg = state.get("config", {})
     shape = saved_model_config(state)
     n_params = sum(v.numel() for k, v in state["model"].items() if k != "lm_head.weight")  # tied to wte

@@ -33,10 +33,10 @@ def is_run(init_from: str) -> bool:
 def source_model(init_from: str) -> tuple[dict[str, Any], dict | None]:
     """The source's model fields (``GPTConfig`` names) and its tokenizer spec when known."""
     if is_run(init_from):
-        from .checkpoint import load_checkpoint, saved_model_config
+        from .checkpoint import load_checkpoint_meta, saved_model_config
         from .sample import checkpoint_file, tokenizer_spec_of
 
-        state = load_checkpoint(checkpoint_file(init_from))
+        state = load_checkpoint_meta(checkpoint_file(init_from))  # the weights are read once, by load_init_weights
         return saved_model_config(state), tokenizer_spec_of(state)
     from .hf import gpt_config_from_hf, require_transformers
 

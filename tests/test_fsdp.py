@@ -246,6 +246,8 @@ def test_single_process_fsdp_falls_back_from_fused_and_its_checkpoint_serves_eva
     assert out.returncode == 0, out.stderr[-3000:]
     best = ckpt.load_checkpoint(run / "best.dcp")  # train.keep_best writes a sharded best.dcp the same way
     assert best["step"] == 4 and best["best_val"] == pytest.approx(curves(run)[1][4], abs=1e-6)
+    meta = ckpt.load_checkpoint_meta(run)  # ckpt.dcp's meta.pt alone: what init_from's checks read
+    assert meta["step"] == 4 and "model" not in meta and meta["model_config"] == best["model_config"]
     assert "optim sophia_g (foreach; fused=true fell back: FSDP shards cannot move into the Triton path's flat buffers)" in out.stdout
     assert "fsdp (1 shards per tensor, fp32)" in out.stdout
     _, val = curves(run)

@@ -7,6 +7,7 @@ import json
 import math
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,12 +107,29 @@ def test_init_from_errors_are_one_paragraph(byte_data, tmp_path, monkeypatch):
         Trainer(cfg)
 
 
-def test_init_from_a_run_starts_from_its_weights(byte_data, tmp_path):
+def test_init_from_a_run_starts_from_its_weights(byte_data, tmp_path, monkeypatch):
+    """The weights are copied and the source checkpoint is read whole once: the shape and tokenizer
+    checks before it (composing the config, building the trainer) map the file without reading tensors."""
+    from sophia_train.checkpoint import load_checkpoint, load_checkpoint_meta
     from sophia_train.sample import load_run
 
     train(byte_data, tmp_path / "a")
+    full_state = load_checkpoint(tmp_path / "a")
+    meta = load_checkpoint_meta(tmp_path / "a")
+    assert sorted(meta) == sorted(set(full_state) - {"model", "optimizer"}) and meta["step"] == full_state["step"]
+    assert meta["model_config"] == full_state["model_config"] and meta["tokenizer"] == full_state["tokenizer"]
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append((Path(f).name if isinstance(f, (str, Path)) else "?", bool(kwargs.get("mmap"))))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
     cfg = compose(tiny_overrides(byte_data, tmp_path / "b", f"init_from={tmp_path / 'a'}", "optim.lr=1e-4"))
     tr = Trainer(cfg)
+    monkeypatch.undo()
+    assert reads.count(("ckpt.pt", False)) == 1 and reads.count(("ckpt.pt", True)) >= 1, reads
     src = load_run(tmp_path / "a").model.state_dict()
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, src[k]), k
