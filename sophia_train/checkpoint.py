@@ -278,6 +278,14 @@ def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any
     return changes
 
 
+def check_same_model(state: dict[str, Any], model_config: dict[str, Any], path: Path, advice: str) -> None:
+    """Refuse a checkpoint (``state``, read from ``path``) of another model shape, naming what differs."""
+    saved = saved_model_config(state)
+    if saved != model_config:
+        diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in model_config.items() if saved.get(k) != v)
+        raise ConfigError(f"the checkpoint {path} belongs to another model ({state.get('model_name')}; {diff}). {advice}")
+
+
 def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) -> dict[str, Any] | None:
     """Refuse to overwrite an earlier run's checkpoint; load and vet the one to resume (same model and optimizer)."""
     t = cfg.train
@@ -289,13 +297,8 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
             )
         return None
     state = load_resume_state(path.parent)
-    saved = saved_model_config(state)
-    if saved != model_config:
-        diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}" for k, v in model_config.items() if saved.get(k) != v)
-        raise ConfigError(
-            f"the checkpoint {path} belongs to another model ({state.get('model_name')}; {diff}). Resume it with the "
-            f"model it was trained with, or start a new run in another train.out_dir; the checkpoint was left untouched."
-        )
+    check_same_model(state, model_config, path, "Resume it with the model it was trained with, or start a new run in "
+                                                "another train.out_dir; the checkpoint was left untouched.")
     if state.get("optim_name") != cfg.optim.name:
         raise ConfigError(
             f"the checkpoint {path} was trained with optim={state.get('optim_name')}, not optim={cfg.optim.name}: its "
@@ -363,9 +366,7 @@ def open_for_eval(cfg: Config, model_config: dict[str, Any]) -> RunFolder:
     state = None
     if run_checkpoint(path).exists():
         state = load_resume_state(path)
-        if saved_model_config(state) != model_config:
-            raise ConfigError(f"train.eval_only: the checkpoint {run_checkpoint(path)} belongs to another model "
-                              f"({state.get('model_name')}); choose the model it was trained with.")
+        check_same_model(state, model_config, run_checkpoint(path), "train.eval_only needs the model it was trained with.")
     return RunFolder(path, None, state, {}, sharded=cfg.train.parallel == "fsdp")
 
 

@@ -114,6 +114,8 @@ def test_checkpoint_of_another_model_is_refused_and_kept(byte_data, tmp_path):
     expect_error(tiny_overrides(byte_data, tmp_path, "train.max_steps=2", "train.resume=true", optim="adamw"),
                  "trained with optim=sophia_g")
     expect_error(tiny_overrides(byte_data, tmp_path, "train.max_steps=2"), "already holds a checkpoint")
+    expect_error(tiny_overrides(byte_data, tmp_path, "train.max_steps=2", "train.eval_only=true", "model.n_embd=64"),
+                 "belongs to another model .*n_embd: checkpoint 32 vs now 64.*eval_only needs the model it was trained with")
     assert digest(tmp_path / "ckpt.pt") == before
 
 
