@@ -6,8 +6,9 @@ each run with its own full warmup + cosine schedule), the seeds, the optimizers 
 
 1. Phase I: coordinate descent (``cpu_benchmark.tune``: a line search per hyperparameter, the grid
    extended while the best sits on its edge, a second pass at v/2, v, 2v) over each optimizer's own
-   hyperparameters at the smallest size and its middle budget. Betas are searched as 1 - beta (log
-   scale), the warmup as a fraction of the run.
+   hyperparameters at the smallest size and its middle budget, then ``settle``: move to a better
+   x1/2 or x2 neighbour until none is, so the point is a checked local optimum. Betas are searched as
+   1 - beta (log scale), the warmup as a fraction of the run.
 2. Phase II: at every other (size, budget), only the scale-sensitive hyperparameters (``phase2``: the
    LR, and rho for Sophia) are searched again, around the Phase I point.
 3. The chosen point of every (optimizer, size, budget) runs with every seed; the reports use the
@@ -291,6 +292,43 @@ def run_counts(profile: Profile, optim: str) -> RunCounts:
     return RunCounts(phase1_runs(space), phase1_runs(retuned) if retuned else 0, len(profile.seeds) - 1)
 
 
+def settle(point: dict[str, float], loss_of, max_moves: int = 5) -> dict[str, float]:
+    """Move ``point`` to its best x1/2 or x2 neighbour in any one hyperparameter while that one is better (at
+    most ``max_moves`` times), so Phase I ends at a checked local optimum: coordinate descent's last sweep
+    leaves the neighbours of hyperparameters searched before its last move untried."""
+    for _ in range(max_moves):
+        centre = loss_of(point)
+        near = [{**point, key: point[key] * factor} for key in point for factor in (0.5, 2.0)]
+        losses = [loss_of(p) for p in near]
+        best = min(range(len(near)), key=losses.__getitem__)
+        if not losses[best] < centre:
+            break
+        point = near[best]
+    return point
+
+
+def neighbour_rows(tried: dict[str, list[dict]], chosen: dict) -> list[str]:
+    """table.md's check of each Phase I point against its x1/2 and x2 neighbours (from ``tuning.json``)."""
+    lines = ["| optimizer | loss at the Phase I point | neighbours run | best neighbour | local optimum |", "| --- | ---: | ---: | --- | --- |"]
+    for optim, points in tried.items():
+        if not points or optim not in chosen:
+            continue
+        best = next(iter(chosen[optim].values()))
+        at = [p for p in points if (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+        loss = {tuple(sorted((k, v) for k, v in p.items() if k in best)): p["final_val"] for p in at}
+        centre = loss.get(tuple(sorted(best.items())))
+        if centre is None:
+            continue
+        near = {f"{k} x{f:g}": {**best, k: best[k] * f} for k in best for f in (0.5, 2.0)}
+        near = {name: p for name, p in near.items() if feasible(p)}
+        ran = {name: loss[key] for name, p in near.items() if (key := tuple(sorted(p.items()))) in loss}
+        top = min(ran, key=ran.get) if ran else None
+        delta = ran[top] - centre if top else math.nan
+        verdict = "no" if delta < 0 else "yes" if len(ran) == len(near) else f"not shown ({len(near) - len(ran)} not run)"
+        lines.append(f"| {optim} | {centre:.4f} | {len(ran)} of {len(near)} | {f'{top} ({delta:+.4f})' if top else '-'} | {verdict} |")
+    return lines
+
+
 def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
     """A first estimate of the runs a profile (or only ``optims`` of it) takes (grid extensions may add some)."""
     budgets = sum(len(s.steps) for s in profile.sizes)
@@ -321,7 +359,7 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
             tried[optim].append({"size": size.name, "steps": steps, **point, "final_val": r.final_val})
             return r.final_val
 
-        base = tune(profile.spaces[optim], loss_of)
+        base = settle(tune(profile.spaces[optim], loss_of), loss_of)
         n, later = run_counts(profile, optim), planned_runs(profile, optims[optims.index(optim) + 1:])
         runner.replan(later + (budgets - 1) * n.phase2_per_budget + budgets * n.seeds_per_budget)
         chosen[optim] = {f"{anchor[0]}/{anchor[1]}": base}
@@ -449,7 +487,8 @@ def _interp(row: dict) -> str:
     return f"{row['data_interp']:.2f}" if bound == "=" else f"{bound} {row['data_interp']:.2f}"
 
 
-def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int) -> str:
+def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int,
+             tried: dict[str, list[dict]] | None = None) -> str:
     """table.md: the fits with residuals, the speedup table and the chosen hyperparameters."""
     lines = [f"# Optimizer benchmark, profile `{profile.name}`", "",
              f"Final val loss at the end of each run (own cosine schedule), mean ± sd over {seeds} seeds. Speedup of X at "
@@ -476,6 +515,13 @@ def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos
     for optim, points in chosen.items():
         for key, point in points.items():
             lines.append(f"| {optim} | {key} | {', '.join(f'{k}={v:.4g}' for k, v in sorted(point.items()))} |")
+    if tried:
+        lines += ["", "## Phase I points against their neighbours", "",
+                  "Final val loss (seed 0, at the anchor) of each optimizer's Phase I point, and of its x1/2 and x2 neighbours "
+                  "in every tuned hyperparameter (a neighbour past its range, e.g. a warmup over the whole run, is left "
+                  "out). Phase I moves to a better neighbour until none is (`settle`, at most 5 moves); 'no' means it "
+                  "stopped on that limit.", "",
+                  *neighbour_rows(tried, chosen)]
     return "\n".join(lines) + "\n"
 
 
@@ -581,7 +627,7 @@ def report(profile: Profile, out: Path) -> str:
     infos = {s.name: size_info(profile, s) for s in profile.sizes}
     order = ["adamw", *[o for o in profile.optims if o != "adamw" and o in chosen], *[o for o in chosen if o not in profile.optims]]
     rows, fits = speedup_rows(results, list(profile.sizes), order, overhead)
-    text = markdown(profile, rows, fits, chosen, infos, len(profile.seeds))
+    text = markdown(profile, rows, fits, chosen, infos, len(profile.seeds), tried)
     (out / "table.md").write_text(text)
     (out / "speedups.json").write_text(json.dumps(rows, indent=2) + "\n")
     plots(out, rows, fits, infos, tried, chosen)

@@ -232,3 +232,31 @@ def test_sensitivity_slice_falls_back_to_the_last_line_search():
     moved = {"lr": 8, "wd": 2}  # as if the LR had moved last: no wd search at lr 8, so the latest one (at lr 2)
     wd_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "wd", moved)
     assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == "lr=2"
+
+
+def test_phase1_ends_at_a_checked_local_optimum(tmp_path, monkeypatch):
+    """Coordinate descent's last sweep can leave a better neighbour untried (here the best LR moves with
+    the weight decay, and the wd moves after the LR's last search, as Lion's did in the cpu profile);
+    ``settle`` moves on to it, and table.md's neighbour check then says 'yes'."""
+    def loss(point):  # the best LR equals the weight decay (in log2 units: the two coupled); the best wd is 16
+        return math.log2(point["lr"] / point["wd"]) ** 2 + 0.3 * math.log2(point["wd"] / 16) ** 2
+
+    monkeypatch.setattr(bm.Runner, "run", lambda self, size, optim, point, steps, seed, phase: RunResult(loss(point), 1.0, steps))
+    space = {"lr": [2.0, 4.0, 8.0], "wd": [0.5, 1.0, 2.0]}
+    stopped = bm.tune(space, loss)
+    assert any(loss({**stopped, k: stopped[k] * f}) < loss(stopped) for k in stopped for f in (0.5, 2.0))
+    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+                         spaces={"adamw": space}, phase2={"adamw": ()})
+    out = bm.run_profile(profile, tmp_path, [], ["adamw"])
+    best = out["chosen"]["adamw"]["s/20"]
+    assert best == bm.settle(stopped, loss) and loss(best) < loss(stopped)
+    assert all(loss({**best, k: best[k] * f}) >= loss(best) for k in best for f in (0.5, 2.0))
+    rows = bm.neighbour_rows(out["tried"], out["chosen"])
+    assert rows[2].startswith(f"| adamw | {loss(best):.4f} | 4 of 4 |") and rows[2].endswith("| yes |")
+    assert bm.settle(stopped, loss, max_moves=0) == stopped
+    done = {"adamw": [{"size": "s", "steps": 20, **p, "final_val": v} for p, v in
+                      (({"lr": 4.0, "wd": 1.0}, 1.0), ({"lr": 2.0, "wd": 1.0}, 1.5), ({"lr": 8.0, "wd": 1.0}, 1.2))]}
+    (row,) = bm.neighbour_rows(done, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2:]
+    assert row == "| adamw | 1.0000 | 2 of 4 | lr x2 (+0.2000) | not shown (2 not run) |"
+    worse = {"adamw": [*done["adamw"], {"size": "s", "steps": 20, "lr": 4.0, "wd": 2.0, "final_val": 0.9}]}
+    assert bm.neighbour_rows(worse, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2].endswith("| wd x2 (-0.1000) | no |")
