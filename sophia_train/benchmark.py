@@ -292,7 +292,7 @@ def run_counts(profile: Profile, optim: str) -> RunCounts:
     return RunCounts(phase1_runs(space), phase1_runs(retuned) if retuned else 0, len(profile.seeds) - 1)
 
 
-def settle(point: dict[str, float], loss_of, max_moves: int = 5) -> dict[str, float]:
+def settle(point: dict[str, float], loss_of, max_moves: int = 20) -> dict[str, float]:
     """Move ``point`` to its best x1/2 or x2 neighbour in any one hyperparameter while that one is better (at
     most ``max_moves`` times), so Phase I ends at a checked local optimum: coordinate descent's last sweep
     leaves the neighbours of hyperparameters searched before its last move untried."""
@@ -519,8 +519,8 @@ def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos
         lines += ["", "## Phase I points against their neighbours", "",
                   "Final val loss (seed 0, at the anchor) of each optimizer's Phase I point, and of its x1/2 and x2 neighbours "
                   "in every tuned hyperparameter (a neighbour past its range, e.g. a warmup over the whole run, is left "
-                  "out). Phase I moves to a better neighbour until none is (`settle`, at most 5 moves); 'no' means it "
-                  "stopped on that limit.", "",
+                  "out). Phase I moves to a better neighbour until none is (`settle`, at most 20 moves; a point where it "
+                  "stopped on that limit shows neighbours not run).", "",
                   *neighbour_rows(tried, chosen)]
     return "\n".join(lines) + "\n"
 
