@@ -482,14 +482,11 @@ def _pm(mean: float, sd: float, fmt: str = ".2f") -> str:
     return f"{mean:{fmt}} ± {sd:{fmt}}" if math.isfinite(sd) else f"{mean:{fmt}}"
 
 
-def _interp(row: dict) -> str:
-    bound = row.get("data_interp_bound", "=")
-    return f"{row['data_interp']:.2f}" if bound == "=" else f"{bound} {row['data_interp']:.2f}"
-
-
 def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int,
              tried: dict[str, list[dict]] | None = None) -> str:
     """table.md: the fits with residuals, the speedup table and the chosen hyperparameters."""
+    from .speedup import Interpolated
+
     lines = [f"# Optimizer benchmark, profile `{profile.name}`", "",
              f"Final val loss at the end of each run (own cosine schedule), mean ± sd over {seeds} seeds. Speedup of X at "
              f"budget D = D_AdamW(loss of X) / D from AdamW's fit L(D) = a·D^-b + c per size (wall-clock: the same with "
@@ -509,8 +506,9 @@ def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos
               "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- | --- |"]
     for r in rows:
         verdict = {True: "yes", False: "no", None: ""}[r["verdict_half_vs_full"]]
+        interp = Interpolated(r["data_interp"], r.get("data_interp_bound", "="))
         lines.append(f"| {r['size']} | {r['optim']} | {r['steps']} | {r['tokens']:,} | {_pm(r['loss'], r['loss_sd'], '.4f')} | "
-                     f"{_pm(r['data'], r['data_sd'])} | {_interp(r)} | {r['wall']:.2f} | {_pm(r['compute'], r['compute_sd'])} | {verdict} |")
+                     f"{_pm(r['data'], r['data_sd'])} | {interp} | {r['wall']:.2f} | {_pm(r['compute'], r['compute_sd'])} | {verdict} |")
     lines += ["", "## Chosen hyperparameters", "", "| optimizer | size/steps | point |", "| --- | --- | --- |"]
     for optim, points in chosen.items():
         for key, point in points.items():
