@@ -67,6 +67,11 @@ class Profile:
     def optims(self) -> list[str]:
         return list(self.spaces)
 
+    @property
+    def n_budgets(self) -> int:
+        """(size, budget) points over all sizes."""
+        return sum(len(s.steps) for s in self.sizes)
+
 
 _BASE_CPU = ("train.batch_size=8", "train.seq_len=64", "train.eval_iters=8", "train.log_interval=50", "train.plot=false",
              "train.grad_clip=1.0")
@@ -307,6 +312,11 @@ def settle(point: dict[str, float], loss_of, max_moves: int = 20) -> dict[str, f
     return point
 
 
+def _at_anchor(points: list[dict]) -> list[dict]:
+    """The Phase I runs of one optimizer's tuning log: those at its first run's (size, budget)."""
+    return [p for p in points if (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+
+
 def neighbour_rows(tried: dict[str, list[dict]], chosen: dict) -> list[str]:
     """table.md's check of each Phase I point against its x1/2 and x2 neighbours (from ``tuning.json``)."""
     lines = ["| optimizer | loss at the Phase I point | neighbours run | best neighbour | local optimum |", "| --- | ---: | ---: | --- | --- |"]
@@ -314,7 +324,7 @@ def neighbour_rows(tried: dict[str, list[dict]], chosen: dict) -> list[str]:
         if not points or optim not in chosen:
             continue
         best = next(iter(chosen[optim].values()))
-        at = [p for p in points if (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+        at = _at_anchor(points)
         loss = {tuple(sorted((k, v) for k, v in p.items() if k in best)): p["final_val"] for p in at}
         centre = loss.get(tuple(sorted(best.items())))
         if centre is None:
@@ -331,7 +341,7 @@ def neighbour_rows(tried: dict[str, list[dict]], chosen: dict) -> list[str]:
 
 def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
     """A first estimate of the runs a profile (or only ``optims`` of it) takes (grid extensions may add some)."""
-    budgets = sum(len(s.steps) for s in profile.sizes)
+    budgets = profile.n_budgets
     total = 0
     for optim in profile.spaces:
         if optims is None or optim in optims:
@@ -346,7 +356,7 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
     runner = Runner(out, profile, extra, planned_runs(profile, optims))
     first = profile.sizes[0]
     anchor = (first.name, first.steps[len(first.steps) // 2])
-    budgets = sum(len(s.steps) for s in profile.sizes)
+    budgets = profile.n_budgets
     chosen: dict[str, dict[str, dict[str, float]]] = {}
     tried: dict[str, list[dict]] = {}
     for optim in optims:
@@ -527,7 +537,7 @@ def sensitivity_slice(points: list[dict], keys: list[str], key: str, best: dict)
     """The Phase I runs (at the anchor) that vary only ``key``: those with every other hyperparameter at
     ``best``; when fewer than two are (another hyperparameter moved after ``key``'s last line search),
     the latest line search over ``key``, and its other values as text (else "")."""
-    anchor = [p for p in points if (p["size"], p["steps"]) == (points[0]["size"], points[0]["steps"])]
+    anchor = _at_anchor(points)
     rest = [k for k in keys if k != key]
     groups: dict[tuple, dict[float, dict]] = {}  # other values -> key value -> run
     asked: dict[tuple, int] = {}  # other values -> when a run with them was last asked for
