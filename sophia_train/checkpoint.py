@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from . import sharded_checkpoint as sharded
 from .config import Config, ConfigError
 from .parallel import is_sharded, local
+from .resume_changes import refuse_fixed_fields
 
 CHECKPOINT_NAME = "ckpt.pt"
 BEST_NAME = "best.pt"  # train.keep_best: the checkpoint with the lowest val loss
@@ -260,11 +261,12 @@ def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any
     """The run-defining settings that differ from the checkpoint's config; refuse any not in ``train.resume_allow``."""
     now = OmegaConf.to_container(OmegaConf.structured(cfg))
     allow = set(cfg.train.resume_allow)
-    unknown = sorted(allow - known_config_keys(now))
+    known = known_config_keys(now)
+    unknown = sorted(a for a in allow if a not in known and not any(k.startswith(f"{a}.") for k in known))
     if unknown:
         raise ConfigError(f"train.resume_allow names {', '.join(unknown)}, which are not config keys (e.g. optim.lr, train.max_steps).")
     changes = config_changes(saved, now)
-    refused = {k: v for k, v in changes.items() if k not in allow}
+    refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         diff = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
         raise ConfigError(
@@ -275,7 +277,13 @@ def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any
             f"step and those four: a larger max_steps re-stretches the cosine, so the LR jumps up). The checkpoint "
             f"was left untouched."
         )
+    refuse_fixed_fields(changes)
     return changes
+
+
+def _allowed(key: str, allow: set[str]) -> bool:
+    """Whether ``train.resume_allow`` covers ``key``: named itself, or a table above it (``optim.kwargs``)."""
+    return key in allow or any(key.startswith(f"{a}.") for a in allow)
 
 
 def check_same_model(state: dict[str, Any], model_config: dict[str, Any], path: Path, advice: str) -> None:

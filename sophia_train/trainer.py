@@ -53,6 +53,7 @@ from .model import GPT, gpt_config
 from .optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
 from .parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from .pretrained import check_tokenizer, load_init_weights
+from .resume_changes import apply_optimizer_changes
 from .schedule import lr_at, schedule_args
 
 
@@ -117,7 +118,10 @@ class Trainer:
         self._t_start = time.perf_counter()
         self.resumed = self.folder.resume_state is not None
         if self.resumed:
+            saved_optim = self.folder.resume_state.get("config", {}).get("optim", {})
             done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device)
+            # load_state_dict brought back the saved hyperparameters: put the allowed changes in again
+            apply_optimizer_changes(self.optimizer, self.model, self.cfg.optim, saved_optim, self.folder.changes, self.device)
             self.start_step = self.last_saved_step = done["step"]
             self.best_val, self.elapsed_base = done["best_val"], done["elapsed_s"]
             self.folder.resume_state = None  # the weights are loaded: do not keep a second copy
