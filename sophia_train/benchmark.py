@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import TrainingDiverged, compose_config
 from .cpu_benchmark import final_val, tune
 from .metrics import format_duration, read_metrics
@@ -393,7 +394,7 @@ def run_profile(profile: Profile, out: Path, extra: list[str], optims: list[str]
         for name, new in (("chosen.json", chosen), ("tuning.json", tried)):
             path = out / name
             old = json.loads(path.read_text()) if path.exists() else {}
-            path.write_text(json.dumps({**old, **new}, indent=2) + "\n")
+            atomic_write_text(path, json.dumps({**old, **new}, indent=2) + "\n")
     return {"chosen": chosen, "tried": tried}
 
 
@@ -636,8 +637,8 @@ def report(profile: Profile, out: Path) -> str:
     order = ["adamw", *[o for o in profile.optims if o != "adamw" and o in chosen], *[o for o in chosen if o not in profile.optims]]
     rows, fits = speedup_rows(results, list(profile.sizes), order, overhead)
     text = markdown(profile, rows, fits, chosen, infos, len(profile.seeds), tried)
-    (out / "table.md").write_text(text)
-    (out / "speedups.json").write_text(json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "speedups.json", json.dumps(rows, indent=2) + "\n")
     plots(out, rows, fits, infos, tried, chosen)
     return text
 

@@ -20,17 +20,16 @@ import errno
 import fcntl
 import os
 import socket
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
 from . import sharded_checkpoint as sharded
+from .atomic import atomic_write, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
 from .config import Config, ConfigError
 from .parallel import is_sharded, local
 from .resume_changes import refuse_fixed_fields
@@ -50,51 +49,9 @@ RESUME_FREE_KEYS = (
 )
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` atomically: ``write(f)`` into a unique temp file, fsync, rename over ``path``, fsync the
-    folder; on failure the temp file is removed and the previous file at ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)  # make the rename itself durable
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Flush a folder's entries (renames into it) to disk, where the OS allows it."""
-    try:
-        dir_fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically (``atomic_write``)."""
     atomic_write(path, lambda f: torch.save(state, f))
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete temp files that killed runs left in ``folder`` (call only while holding its lock)."""
-    stale = [p for p in Path(folder).glob(f"{CHECKPOINT_NAME}.tmp*") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:

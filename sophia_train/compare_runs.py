@@ -17,6 +17,7 @@ from typing import Iterable
 
 import yaml
 
+from .atomic import atomic_write_text
 from .curvature import ESTIMATORS
 from .metrics import read_metrics
 
@@ -216,4 +217,4 @@ def main(argv: list[str] | None = None) -> None:
     report = markdown_report(runs, args.baseline, args.steps)
     print(report)
     if args.out:
-        Path(args.out).write_text(report + "\n")
+        atomic_write_text(Path(args.out), report + "\n")

@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import compose_config
 from .metrics import read_metrics
 from .trainer import Trainer
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                 train(out, optim, best[optim], args.steps, seed, common)
                 train(out, optim, best[optim], args.steps // 2, seed, common)
         out.mkdir(parents=True, exist_ok=True)
-        best_file.write_text(json.dumps(best, indent=2) + "\n")
-        tuning_file.write_text(json.dumps(tried, indent=2) + "\n")
+        atomic_write_text(best_file, json.dumps(best, indent=2) + "\n")
+        atomic_write_text(tuning_file, json.dumps(tried, indent=2) + "\n")
         print(f"chosen: {best}")
     report(out, args.steps, best, args.seeds[0])
 
@@ -152,7 +153,7 @@ def report(out: Path, steps: int, best: dict[str, dict[str, float]], seed: int) 
     from .plotting import plot_diagnostics, plot_runs
 
     table = markdown_report(find_runs([out / "runs"]), "adamw", steps)
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_text(out / "table.md", table + "\n")
     print(table)
 
     def label(point: dict[str, float]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_write, atomic_write_text
 from .config import ConfigError
 
 META_FILE = "meta.json"
@@ -149,9 +150,7 @@ def check_fits(ds: TokenDataset, seq_len: int) -> None:
 
 def write_split(path: Path, ids: np.ndarray) -> None:
     """Write one split's tokens atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    ids.tofile(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, ids.tofile)
 
 
 def write_meta(d: Path, vocab_size: int, tokenizer: str, num_tokens: dict[str, int], source: str,
@@ -167,9 +166,7 @@ def write_meta(d: Path, vocab_size: int, tokenizer: str, num_tokens: dict[str, i
         **({"max_token_id": int(max_token_id)} if max_token_id is not None else {}),
         **extra,
     }
-    tmp = d / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, d / META_FILE)
+    atomic_write_text(d / META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 class BatchSampler:

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_savefig, atomic_write_text
 from .config import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -55,7 +56,7 @@ def local_task(jsonl: str | os.PathLike, include_dir: Path) -> str:
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                         {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
     }
-    (include_dir / f"{name}.yaml").write_text(json.dumps(task, indent=1))  # JSON is YAML
+    atomic_write_text(include_dir / f"{name}.yaml", json.dumps(task, indent=1))  # JSON is YAML
     return name
 
 
@@ -134,8 +135,8 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
             "optim": loaded.config["optim"]["name"], "tasks": tasks, "num_fewshot": num_fewshot,
             "fewshot_seeds": fewshot_seeds, "limit": limit, "lm_eval_version": getattr(lm_eval, "__version__", "?")}
     out = folder / EVAL_DIR / f"{label}.json"
-    out.write_text(json.dumps({"meta": meta, "results": results, "per_seed": per_seed}, indent=2, default=str) + "\n")
-    out.with_suffix(".md").write_text(markdown_table(label, results, meta))
+    atomic_write_text(out, json.dumps({"meta": meta, "results": results, "per_seed": per_seed}, indent=2, default=str) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown_table(label, results, meta))
     return out
 
 
@@ -169,7 +170,7 @@ def compare(result_files: list[str | os.PathLike], out: str | os.PathLike, metri
             cells.append(f"{v:.4f}" + (f" ± {sd:.4f}" if sd is not None else ""))
         lines.append(f"| {name} | {r['meta']['val_loss']:.4f} | " + " | ".join(cells) + " |")
     table = out / "eval_comparison.md"
-    table.write_text(f"{metric} per task (mean ± sd over exemplar draws)\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(table, f"{metric} per task (mean ± sd over exemplar draws)\n\n" + "\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(tasks)), 3.6))
     width = 0.8 / len(loaded)
     for i, (name, r) in enumerate(zip(names, loaded)):
@@ -181,7 +182,7 @@ def compare(result_files: list[str | os.PathLike], out: str | os.PathLike, metri
     ax.legend(fontsize=8)
     fig.tight_layout()
     png = out / "eval_comparison.png"
-    fig.savefig(png, dpi=120)
+    atomic_savefig(fig, png, dpi=120)
     plt.close(fig)
     return table, png
 

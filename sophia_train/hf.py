@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text
 from .config import ConfigError
 from .model import GPT, GPTConfig
 
@@ -214,7 +215,7 @@ def export_hf(run: str | os.PathLike, out: str | os.PathLike, device: str = "cpu
         f"tokenizer = AutoTokenizer.from_pretrained({str(out)!r})",
         "```",
     ]
-    (out / "README.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
     return out
 
 

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import TrainingDiverged, compose_config
 from .trainer import Trainer
 
@@ -83,9 +84,9 @@ def write_report(root: Path, result: dict) -> None:
         lines.append(f"| {t.lr:g} | {t.role} | {t.initial:.4f} | {t.final:.4f} | {'blew up' if t.blew_up else 'stable'} | {t.folder} |")
     check = result["check_1_25x_blows_up"]
     lines += ["", f"Largest stable LR: {result['chosen']}; 1.25x blows up: {check}" + ("" if check is None else " (a run of its own)")]
-    (root / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(root / "report.md", "\n".join(lines) + "\n")
     payload = {**result, "trials": [asdict(t) for t in result["trials"]]}
-    (root / "report.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(root / "report.json", json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

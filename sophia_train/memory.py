@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write_text
+
 GiB = 1024**3
 
 
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out_dir = Path(compose_config(argv[1:]).train.out_dir)
         result = measure(argv[1:])
-        (out_dir / f"memory_rank{result['rank']}.json").write_text(json.dumps(result))
+        atomic_write_text(out_dir / f"memory_rank{result['rank']}.json", json.dumps(result))
         return 0
     ap = argparse.ArgumentParser(description="Per-rank memory of parameters, gradients and optimizer state: DDP vs FSDP.")
     ap.add_argument("--models", nargs="+", default=["gpt2_small", "gpt2_medium", "gpt2_large", "gpt2_xl"])
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(Path(args.out), text + "\n")
     return 0
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text, describe_write_error
 from .config import ConfigError
 
 # Dense bf16 peak FLOP/s by device-name substring (vendor datasheets, without sparsity).
@@ -62,6 +64,7 @@ class MetricsLogger:
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self._wandb = None
+        self.checkpoint_note: Callable[[], str] = lambda: "The run's checkpoint was not touched"  # the trainer says which
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +80,14 @@ class MetricsLogger:
         if not self.enabled:
             return
         row = {"kind": kind, **{k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in record.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a") as f:  # append-only: a torn last line is dropped when the run resumes
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise ConfigError(
+                f"could not append to {self.path}: {describe_write_error(e)}. {self.checkpoint_note()}; free space or "
+                f"fix the folder, then continue with train.resume=true (the rows after that checkpoint are rewritten)."
+            ) from None
         if self._wandb is not None:
             step = row.get("step")
             self._wandb.log({f"{kind}/{k}": v for k, v in row.items() if k not in ("kind", "step") and isinstance(v, (int, float))}, step=step)
@@ -111,10 +120,10 @@ def open_run_log(cfg: Any, out_dir: Path, resumed_at: int | None, enabled: bool)
         metrics = out_dir / "metrics.jsonl"
         if resumed_at is not None and metrics.exists():  # drop rows logged after the checkpoint we resume from
             keep = [r for r in read_metrics(metrics) if r.get("step", 0) <= resumed_at]
-            metrics.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in keep))
         elif resumed_at is None and metrics.exists():
             metrics.unlink()
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     wandb_cfg = None
     lc = cfg.logger
     if lc.wandb and enabled:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import atomic_savefig
 from .metrics import read_metrics
 
 X_AXES = {"step": ("step", "optimizer step"), "tokens": ("tokens", "training tokens"), "time": ("elapsed_s", "wall-clock seconds")}
@@ -39,7 +40,7 @@ def save_figure(fig, out_png: str | os.PathLike) -> Path:
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    atomic_savefig(fig, out)
     plt.close(fig)
     return out
 

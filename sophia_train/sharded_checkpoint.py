@@ -15,6 +15,7 @@ index) that sampling, the HF export, ``init_from`` and a DDP resume read.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .atomic import atomic_write, disk_is_full
 from .config import ConfigError
 
 SHARDED_NAME = "ckpt.dcp"
@@ -90,12 +92,11 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
     try:
         dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp)  # returns once every shard and .metadata are written
     except BaseException as e:
+        error = _as_os_error(e, root)  # before the unfinished folder frees its space
         if is_main:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise _as_os_error(e) from None
+        raise error from None
     if is_main:
-        from .checkpoint import atomic_write
-
         atomic_write(tmp / META, lambda f: torch.save(meta, f))  # DCP's writer fsynced every shard (sync_files)
         os.rename(tmp, final)
         atomic_write(root / LATEST, lambda f: f.write(f"{final.name}\n".encode()))  # its folder fsync covers the rename too
@@ -107,7 +108,7 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
     return final
 
 
-def _as_os_error(e: BaseException) -> BaseException:
+def _as_os_error(e: BaseException, folder: Path | None = None) -> BaseException:
     """DCP reports a rank's failed write as a ``CheckpointException`` wrapping it: hand back the first
     ``OSError`` inside (disk full, permissions), so the trainer can say what happened in one paragraph."""
     from torch.distributed.checkpoint.api import CheckpointException
@@ -117,6 +118,8 @@ def _as_os_error(e: BaseException) -> BaseException:
             inner = failure[0] if isinstance(failure, tuple) else failure
             if isinstance(inner, OSError):
                 return OSError(inner.errno, inner.strerror or str(inner))
+    if not isinstance(e, OSError) and folder is not None and disk_is_full(folder):  # torch's writers say RuntimeError
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
     return e
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import math
 import shutil
 import time
@@ -43,6 +42,7 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt
 from . import sharded_checkpoint
+from .atomic import describe_write_error
 from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import ESTIMATORS
 from .data import BatchSampler, open_dataset
@@ -108,6 +108,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)
         self.logger = open_run_log(cfg, self.out_dir, self.start_step if self.resumed else None, self.info.is_main and not t.eval_only)
+        self.logger.checkpoint_note = lambda: self._last_checkpoint().capitalize()
 
     def _init_progress(self) -> None:
         """Counters of the run, from its checkpoint when resuming."""
@@ -122,6 +123,13 @@ class Trainer:
             done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device)
             # load_state_dict brought back the saved hyperparameters: put the allowed changes in again
             apply_optimizer_changes(self.optimizer, self.model, self.cfg.optim, saved_optim, self.folder.changes, self.device)
+            tensors = [p.detach() for p in self.model.parameters()] + ckpt.optimizer_tensors(self.optimizer)
+            if not ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp):  # this project never saves one
+                raise ConfigError(
+                    f"the checkpoint {self.ckpt_path} (step {done['step']}) holds NaN/inf weights or optimizer state, so it "
+                    f"cannot be resumed: it was not written by a healthy sophia_train run (which never saves such a state) "
+                    f"or was altered since. Start a new run (train.overwrite=true) or resume from a good copy; it was left untouched."
+                )
             self.start_step = self.last_saved_step = done["step"]
             self.best_val, self.elapsed_base = done["best_val"], done["elapsed_s"]
             self.folder.resume_state = None  # the weights are loaded: do not keep a second copy
@@ -190,14 +198,7 @@ class Trainer:
                 f"train.skip_nonfinite=true to skip rare bad steps."
             )
         if self.info.is_main or self.fsdp:  # FSDP: every rank writes its shard
-            try:
-                self._write(self.ckpt_path, step, snapshot or self.snapshot())
-            except OSError as e:
-                why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-                raise ConfigError(
-                    f"could not write the checkpoint of step {step} to {self.ckpt_path}: {why}. The partial file was removed "
-                    f"and {self._last_checkpoint()}; free space or fix the folder, then continue with train.resume=true."
-                ) from None
+            self._write(self.ckpt_path, step, snapshot or self.snapshot())
         self.last_saved_step = step
         self.nonfinite.zero_()
         if self.info.enabled:
@@ -207,7 +208,17 @@ class Trainer:
 
     def _write(self, path, step: int, snapshot: dict[str, Any]) -> None:
         """Write the state of ``step`` to ``path`` atomically: one file from rank 0, or (FSDP) a sharded
-        folder every rank writes into. Then the run's checkpoint in the other format, if any, is stale."""
+        folder every rank writes into. Then the run's checkpoint in the other format, if any, is stale.
+        A failed write (a full disk, whichever way torch reports it) is one paragraph; nothing else changes."""
+        try:
+            self._write_state(path, step, snapshot)
+        except OSError as e:
+            raise ConfigError(
+                f"could not write the checkpoint of step {step} to {path}: {describe_write_error(e)}. The partial file was "
+                f"removed and {self._last_checkpoint()}; free space or fix the folder, then continue with train.resume=true."
+            ) from None
+
+    def _write_state(self, path, step: int, snapshot: dict[str, Any]) -> None:
         if self.fsdp:
             meta = ckpt.training_meta(step, self.gpt_config, self.cfg, snapshot)
             sharded_checkpoint.save(path, step, self.model, self.optimizer, meta, self.info.is_main)
@@ -378,6 +389,7 @@ class Trainer:
             old_lr = lr_at(self.start_step, **schedule_args(cfg, {k: a for k, (a, _) in changes.items()}))
             self.print(f"settings changed on resume (train.resume_allow): {changed}; LR at step {self.start_step} "
                        f"{old_lr:.3g} -> {new_lr:.3g}")
+        if self.resumed:  # one start row per run; each resume adds a resume row
             self.logger.log("resume", {"step": self.start_step, "changes": {k: list(v) for k, v in changes.items()}})
         else:
             self.logger.log("start", {"step": 0, "label": f"{cfg.model.name} {cfg.optim.name} lr={cfg.optim.lr:g}",
