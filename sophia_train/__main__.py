@@ -1,7 +1,9 @@
 """Entry point: ``python -m sophia_train +model=NAME [optim=NAME] [key=value ...]`` (also under torchrun).
 
 Composes the Hydra config, validates it, builds the trainer and runs it. Problems the user can fix
-are printed as one paragraph (exit code 2), never as a traceback.
+are printed as one paragraph, never as a traceback. Exit codes: 0 done, 2 a problem with the config or
+the inputs, 3 training diverged, 75 stopped by SIGTERM/SIGINT/SIGUSR1 after saving (resume with
+train.resume=true), 128 + N a second signal N (exited at once), 130 interrupted before training began.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .config import ConfigError, TrainingDiverged, config_dir, register_configs
+from .config import ConfigError, StoppedBySignal, TrainingDiverged, config_dir, register_configs
+from .stop_signals import EXIT_STOPPED
 
 CONFIG_DIR = config_dir()
 
@@ -95,7 +98,7 @@ def run(cfg_node: DictConfig) -> dict | None:
 def _fail(message: str, code: int) -> None:
     """Print a user-facing error once (rank 0 under torchrun) and exit with ``code``."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"error: {message}", file=sys.stderr)
+        print(message if code == EXIT_STOPPED else f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -107,6 +110,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         _fail(str(e), 2)
     except TrainingDiverged as e:
         _fail(str(e), 3)
+    except StoppedBySignal as e:
+        _fail(str(e), EXIT_STOPPED)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint (if any) is intact; continue with train.resume=true", file=sys.stderr)
         sys.exit(130)

@@ -22,6 +22,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last checkpoint on disk is untouched."""
 
 
+class StoppedBySignal(RuntimeError):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) ended the run after it saved a checkpoint of its last step."""
+
+
 @dataclass
 class ModelConfig:
     """GPT shape. ``vocab_size: null`` takes the dataset's vocabulary, padded to ``pad_vocab_to``."""

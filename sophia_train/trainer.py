@@ -33,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shlex
 import shutil
+import sys
 import time
 from typing import Any
 
@@ -43,7 +45,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt
 from . import sharded_checkpoint
 from .atomic import describe_write_error
-from .config import Config, ConfigError, TrainingDiverged, accum_per_rank, total_accum, validate
+from .config import Config, ConfigError, StoppedBySignal, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import ESTIMATORS
 from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_ranks_agree, init_process_group, pick_device
@@ -55,6 +57,7 @@ from .parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from .pretrained import check_tokenizer, load_init_weights
 from .resume_changes import apply_optimizer_changes
 from .schedule import lr_at, schedule_args
+from .stop_signals import StopSignals, control_group, die_with_parent, stop_vote
 
 
 class Trainer:
@@ -85,6 +88,9 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.fsdp = t.parallel == "fsdp"
         init_process_group(self.info, self.device, single=self.fsdp)
+        self.control_group = control_group()  # the per-step stop vote, on the CPU
+        if self.info.enabled:
+            die_with_parent()  # a killed torchrun agent: SIGTERM, so this worker saves and stops instead of training on
         self.ptdtype = self._pick_dtype()
         self.autocast = torch.autocast(self.device.type, dtype=self.ptdtype) if self.ptdtype != torch.float32 else contextlib.nullcontext()
         torch.manual_seed(t.seed)
@@ -343,6 +349,16 @@ class Trainer:
         mfu = self.model.flops_per_token() / self.info.world_size / self.peak_flops if self.peak_flops else None
         meter = StepMeter(self.device, self.tokens_per_step, t.grad_clip, t.skip_nonfinite, mfu)
         self._t_start = t_start = time.perf_counter()
+        signals = StopSignals(announce=self.info.is_main).install()
+        try:
+            step, final_val, skipped = self._loop(meter, stop, signals)
+        finally:
+            signals.restore()
+        return self._finish(step, final_val, time.perf_counter() - t_start, skipped)
+
+    def _loop(self, meter: StepMeter, stop: int, signals: StopSignals) -> tuple[int, float, int]:
+        """The steps from ``start_step`` to ``stop``; returns (last step, final val loss, skipped steps)."""
+        t = self.cfg.train
         step, final_val, skips_in_row, skipped = self.start_step, math.nan, 0, 0
         while step < stop:
             log_now = (step + 1) % t.log_interval == 0 or step + 1 == stop
@@ -362,7 +378,23 @@ class Trainer:
                 self.save(step)
             elif t.ckpt_interval and step % t.ckpt_interval == 0:
                 self.pending_save = (step, self.snapshot())
-        return self._finish(step, final_val, time.perf_counter() - t_start, skipped)
+            if step < stop and stop_vote(signals, self.control_group):
+                self._stop_on_signal(step, signals.received or "a stop signal on another rank")
+        return step, final_val, skipped
+
+    def _stop_on_signal(self, step: int, signal_name: str) -> None:
+        """Save the state after ``step`` (it supersedes a pending save), log ``stopped``, say how to resume."""
+        self.pending_save = None
+        self.save(step)
+        self.logger.log("stopped", {"step": step, "signal": signal_name, "checkpoint": str(self.ckpt_path),
+                                    "elapsed_s": self.elapsed()})
+        args = [a for a in sys.argv[1:] if not a.startswith(("train.resume=", "train.overwrite="))]
+        again = (f"python -m sophia_train {shlex.join(args)} train.resume=true" if not self.info.enabled
+                 else "the same torchrun command with train.resume=true")
+        raise StoppedBySignal(
+            f"stopped by {signal_name} after step {step}: its checkpoint {self.ckpt_path} (step {step}) is written. "
+            f"Continue with {again}."
+        )
 
     def _announce(self) -> None:
         """Banner lines, the start (or resume) record, and the initial evaluation of a new run."""

@@ -151,3 +151,188 @@ def test_a_checkpoint_of_nan_weights_is_refused_not_called_intact(byte_data, tmp
         Trainer(compose([*args, "train.resume=true"]))
     assert (tmp_path / "ckpt.pt").read_bytes() == crafted
     assert os.path.getsize(tmp_path / "metrics.jsonl") > 0
+
+
+# --- 3. SIGTERM / SIGINT / SIGUSR1 save the current step and stop; the resumed run is the same run ----
+def _wait_for_step(folder: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        rows = read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").exists() else []
+        if any(r["kind"] == "train" and r["step"] >= step for r in rows):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} in {timeout} s")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(run)["model"]
+
+
+def _command(args: list[str], nproc: int) -> list[str]:
+    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [PYTHON]
+    return [*launcher, "-m", "sophia_train", *args]
+
+
+def _run(args: list[str], nproc: int) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(args, nproc), cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=600)
+
+
+def _stop_and_resume(byte_data, tmp_path, sig: signal.Signals, nproc: int, extra: tuple[str, ...] = ()) -> None:
+    steps = ("train.max_steps=300", "train.ckpt_interval=0", "train.eval_interval=100", *extra)
+    whole = tmp_path / "whole"
+    done = _run(tiny_overrides(byte_data, whole, *steps), nproc)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "stopped"
+    args = tiny_overrides(byte_data, run, *steps)
+    proc = subprocess.Popen(_command(args, nproc), cwd=REPO, env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_step(run, 3, proc)
+    proc.send_signal(sig)  # under torchrun: to the agent, which forwards it to every worker
+    out, err = proc.communicate(timeout=300)
+    rows = read_metrics(run / "metrics.jsonl")
+    stopped = [r for r in rows if r["kind"] == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == sig.name, (out, err)
+    step = stopped[0]["step"]
+    assert 3 <= step < 300
+    if nproc == 1:
+        assert proc.returncode == 75, err
+        assert f"stopped by {sig.name} after step {step}: its checkpoint {run / 'ckpt.pt'} (step {step}) is written" in err, err
+        assert "train.resume=true" in err and "Traceback" not in err
+    assert ckpt.load_checkpoint(run)["step"] == step  # ckpt.pt, or FSDP's ckpt.dcp of every rank's shard
+    resumed = _run([*args, "train.resume=true"], nproc)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(whole), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the stopped-and-resumed run differs from the uninterrupted one"
+    final = [r["val_loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert final == [r["val_loss"] for r in read_metrics(whole / "metrics.jsonl") if r["kind"] == "eval"][-1]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_a_stop_signal_saves_the_current_step_and_the_resumed_run_is_the_same(byte_data, tmp_path, sig):
+    _stop_and_resume(byte_data, tmp_path, sig, nproc=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_sigterm_to_torchrun_saves_on_every_rank_and_resumes_the_same_run(byte_data, tmp_path, parallel):
+    _stop_and_resume(byte_data, tmp_path, signal.SIGTERM, nproc=2, extra=("optim=adamw", f"train.parallel={parallel}"))
+
+
+@pytest.mark.parametrize("first,second,grace,exits", [
+    (signal.SIGINT, signal.SIGINT, 5.0, True),  # Ctrl-C twice: out now
+    (signal.SIGTERM, signal.SIGINT, 5.0, True),  # another signal: out now
+    (signal.SIGTERM, signal.SIGTERM, 0.0, True),  # SIGTERM again, later: out now
+    (signal.SIGTERM, signal.SIGTERM, 5.0, False),  # the same SIGTERM delivered twice at once: still one request
+    (signal.SIGUSR1, signal.SIGUSR1, 5.0, False),
+])
+def test_a_second_signal_exits_at_once(monkeypatch, first, second, grace, exits):
+    import sophia_train.stop_signals as stop_signals
+
+    monkeypatch.setattr(stop_signals, "REPEAT_GRACE_S", grace)
+    signals = stop_signals.StopSignals(announce=False).install()
+    try:
+        os.kill(os.getpid(), first)
+        assert signals.received == first.name  # the first only asks the loop to stop
+        if exits:
+            with pytest.raises(SystemExit) as exited:
+                os.kill(os.getpid(), second)
+            assert exited.value.code == 128 + second
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a third one acts as if we never caught any
+        else:
+            os.kill(os.getpid(), second)
+            assert signals.received == first.name
+    finally:
+        signals.restore()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _wait_gone(pids: list[int], timeout: float = 90) -> list[int]:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_torchrun_agent_stop_instead_of_training_on(byte_data, tmp_path):
+    run = tmp_path / "run"
+    args = tiny_overrides(byte_data, run, "train.max_steps=100000", "train.ckpt_interval=0", "optim=adamw", optim="adamw")
+    agent = subprocess.Popen(_command(args, 2), cwd=REPO, env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_step(run, 3, agent)
+        workers = _children(agent.pid)
+        assert len(workers) == 2
+        agent.kill()  # SIGKILL: the agent forwards nothing
+        agent.wait()
+        assert _wait_gone(workers) == [], "workers kept training after their torchrun agent died"
+        stopped = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "stopped"]
+        assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM"  # they saved and stopped, as on a forwarded SIGTERM
+        assert ckpt.load_checkpoint(run)["step"] == stopped[0]["step"]
+    finally:
+        for pid in _children(agent.pid) if agent.poll() is None else []:
+            os.kill(pid, signal.SIGKILL)
+        agent.kill()
+
+
+FAKE_SRUN = """#!/bin/bash
+echo "srun $*" >> "$LOG"
+[ -n "${FINISH:-}" ] && exit 0
+trap 'echo "srun got USR1" >> "$LOG"; exit 75' USR1
+while true; do sleep 0.05; done
+"""
+FAKE_SCONTROL = """#!/bin/bash
+echo "scontrol $*" >> "$LOG"
+[ "$1" = show ] && echo node1
+exit 0
+"""
+
+
+def _fake_slurm(tmp_path: Path, **env: str) -> tuple[subprocess.Popen, Path]:
+    bin_dir, log = tmp_path / "bin", tmp_path / "slurm.log"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    environ = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "SLURM_JOB_ID": "42",
+               "SLURM_JOB_NODELIST": "node1", "SLURM_JOB_NUM_NODES": "1", **env}
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "slurm" / "train.sbatch"), "+model=gpt2_small"], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def test_the_sbatch_script_forwards_the_time_limit_signal_and_requeues(tmp_path):
+    import time
+
+    proc, log = _fake_slurm(tmp_path)
+    end = time.monotonic() + 30
+    while not (log.exists() and "srun " in log.read_text()) and time.monotonic() < end:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@300 sends before the time limit
+    out, _ = proc.communicate(timeout=30)
+    lines = log.read_text().splitlines()
+    assert proc.returncode == 0, out
+    srun = next(line for line in lines if line.startswith("srun "))
+    assert "--signals_to_handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in srun and "run_name=slurm-42" in srun
+    assert "train.resume=true" not in srun  # the first attempt starts the run
+    assert "srun got USR1" in lines and lines[-1] == "scontrol requeue 42"
+    script = (REPO / "scripts" / "slurm" / "train.sbatch").read_text()
+    assert "#SBATCH --signal=B:USR1@" in script and "#SBATCH --requeue" in script
+
+    (tmp_path / "again").mkdir()
+    proc, log = _fake_slurm(tmp_path / "again", SLURM_RESTART_COUNT="1", FINISH="1")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    srun = next(x for x in log.read_text().splitlines() if x.startswith("srun "))
+    assert srun.endswith("train.resume=true")  # the requeued attempt continues the run
