@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from .compose import check_known_keys, precheck
 from .config import ConfigError, StoppedBySignal, TrainingDiverged, config_dir, register_configs
 from .stop_signals import EXIT_STOPPED
 
@@ -85,6 +86,7 @@ def run(cfg_node: DictConfig) -> dict | None:
     except InterpolationResolutionError as e:  # e.g. a Table 2 lookup with no entry
         msg = str(e).splitlines()[0]
         raise ConfigError(msg.split("resolving interpolation: ", 1)[-1]) from None
+    check_known_keys(cfg_node, cfg)  # a key added with + or ++ that no schema has would be dropped silently
     job_dir = multirun_job_dir()
     if job_dir:
         cfg.train.out_dir = str(Path(cfg.train.out_dir) / job_dir)
@@ -120,6 +122,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point."""
     register_configs()
+    try:
+        precheck(sys.argv[1:], CONFIG_DIR)  # Hydra's own refusals, in the project's words and exit code
+    except ConfigError as e:
+        _fail(str(e), 2)
     _hydra_main()
 
 

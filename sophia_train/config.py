@@ -427,17 +427,23 @@ def config_dir() -> str:
 def compose_config(overrides: list[str]) -> Config:
     """The typed config the command line ``python -m sophia_train *overrides`` would build."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+    from .compose import check_known_keys, translate_hydra_error
     from .pretrained import apply_init_from
 
     register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        node = compose(config_name="config", overrides=overrides)
-    apply_init_from(node)
-    from omegaconf.errors import InterpolationResolutionError
-
     try:
-        return OmegaConf.to_object(node)
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            node = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise translate_hydra_error(e) from None
+    apply_init_from(node)
+    try:
+        typed = OmegaConf.to_object(node)
     except InterpolationResolutionError as e:
         raise ConfigError(str(e).splitlines()[0].split("resolving interpolation: ", 1)[-1]) from None
+    check_known_keys(node, typed)
+    return typed

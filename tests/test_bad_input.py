@@ -344,3 +344,22 @@ def test_unwritable_run_folder_is_refused_before_any_step(byte_data, tmp_path, m
     monkeypatch.setattr(ckpt.os, "open", refuse)
     expect_error(tiny_overrides(byte_data, tmp_path / "run"), r"run folder .* is not writable \(Permission denied\)")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+# --- an unknown field is refused in every spelling, exit 2, naming the closest field ------------------
+@pytest.mark.parametrize("typo, closest", [("optim.rhoo=1", "optim.rho"), ("+optim.rhoo=1", "optim.rho"),
+                                           ("++optim.rhoo=1", "optim.rho"), ("+train.max_step=5", "train.max_steps"),
+                                           ("++train.max_step=5", "train.max_steps")])
+def test_an_unknown_field_is_refused_in_every_spelling(byte_data, tmp_path, typo, closest):
+    out = cli(*tiny_overrides(byte_data, tmp_path, "train.max_steps=2"), typo)
+    key = typo.lstrip("+").split("=")[0]
+    assert out.returncode == 2, out.stderr
+    assert f"{key} is not a setting" in out.stderr and f"Did you mean {closest}?" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "use +" not in out.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before anything ran
+
+
+def test_hydra_refusals_exit_2_in_one_paragraph():
+    out = cli("+model=tiny", "optim.lr=abc")
+    assert out.returncode == 2 and "optim.lr=abc" in out.stderr and "could not be converted to Float" in out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr

@@ -1,0 +1,139 @@
+"""Hydra's side of the command line: unknown keys in every spelling, and Hydra's errors as one paragraph.
+
+Hydra refuses ``optim.rhoo=1`` (the schema has no such field) but suggests ``+optim.rhoo=1``, and a key
+added with ``+`` or ``++`` is accepted into the composed config and then dropped by
+``OmegaConf.to_object``: the run trains without the setting and exits 0. ``check_known_keys`` compares
+the composed config with the typed one and refuses any key the schema does not have, naming the closest
+field; ``precheck`` composes the command line once before Hydra runs it, so that Hydra's own errors
+(an unknown key, a missing config group option, a value of the wrong type) come out in the project's
+words with exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+
+#: Command-line flags that change what Hydra composes or do not train: the precheck leaves those to Hydra.
+_HYDRA_FLAGS = ("-m", "--multirun")
+
+
+def _flat_keys(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        out: set[str] = set()
+        for k, v in node.items():
+            out |= _flat_keys(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]} if prefix else set()
+
+
+def unknown_keys(node: DictConfig, typed: Any) -> list[str]:
+    """Dotted keys of the composed ``node`` that the typed config ``typed`` (its ``to_object``) does not have."""
+    given = _flat_keys(OmegaConf.to_container(node, resolve=False))
+    known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    return sorted(k for k in given - known if k not in prefixes and k.split(".")[0] != "hydra")
+
+
+def unknown_key_message(key: str, known: set[str]) -> str:
+    """One paragraph for a key no schema has, with the closest field."""
+    group = key.rsplit(".", 1)[0] if "." in key else ""
+    same_group = [k for k in known if group and k.startswith(f"{group}.")] or list(known)
+    close = difflib.get_close_matches(key, same_group, n=1, cutoff=0.5)
+    hint = f"Did you mean {close[0]}? " if close else ""
+    where = f"the {group} settings have" if group else "the config has"
+    return (f"{key} is not a setting: {where} no field {key.rsplit('.', 1)[-1]!r} (adding it with + or ++ would not make "
+            f"it one; the run would ignore it). {hint}Every field and its default: `python -m sophia_train --cfg job "
+            f"+model=NAME`, or the schemas in sophia_train/config.py. Nothing was run.")
+
+
+def check_known_keys(node: DictConfig, typed: Any) -> None:
+    """Refuse a composed config holding keys its schema does not (``+optim.rhoo=1``, ``++train.max_step=5``)."""
+    unknown = unknown_keys(node, typed)
+    if unknown:
+        known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+        raise ConfigError(" ".join(unknown_key_message(k, known) for k in unknown[:3]))
+
+
+def _clean_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "reference_type"))]
+
+
+def translate_hydra_error(e: BaseException) -> ConfigError:
+    """Hydra's composition or override error as the project's one paragraph (never its ``+key`` advice for a
+    key that no schema has)."""
+    text, cause = str(e), str(e.__cause__ or "")
+    key = None
+    if "To append to your config use +" in text:  # a value override of a key the schema does not have
+        m = re.search(r"Could not override '([^']+)'", text)
+        key = m.group(1) if m else None
+    elif re.search(r"Key '[^']+' not in", cause or text):
+        m = re.search(r"full_key: (\S+)", cause or text)
+        key = m.group(1) if m else None
+    if key:
+        from .config import Config
+
+        return ConfigError(unknown_key_message(key.lstrip("+~"), _flat_keys(_schema_keys(Config)) | _optim_keys()))
+    head, _, options = text.partition("Available options in")
+    message = ": ".join(part for part in (" ".join(_clean_lines(head)), " ".join(_clean_lines(cause)[:1])) if part)
+    if options:
+        group, _, names = options.split("Config search path")[0].partition(":")
+        message += f" Available options in{group}: {', '.join(names.split())}."
+    return ConfigError(f"{message[:900]} (`python -m sophia_train` lists the models, optimizers and datasets.)")
+
+
+def _schema_keys(schema: type) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(schema), resolve=False, throw_on_missing=False)
+
+
+def _optim_keys() -> set[str]:
+    from .config import OPTIM_SCHEMAS
+
+    return {f"optim.{k}" for schema in OPTIM_SCHEMAS.values() for k in _flat_keys(_schema_keys(schema))}
+
+
+def _first_values(argv: list[str]) -> list[str] | None:
+    """The overrides of one job of a command line (a sweep's first value); None where that cannot be said."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(argv)
+    except Exception as e:  # an override Hydra cannot parse: its own message says where
+        raise translate_hydra_error(e) from None
+    out = []
+    for o in parsed:
+        if o.key_or_group.lstrip("+~").startswith("hydra"):
+            continue  # Hydra's own settings (launcher, sweeper, run dir) do not reach the run's config
+        if o.is_sweep_override():
+            try:
+                first = next(iter(o.sweep_string_iterator()))
+            except Exception:  # an interval sweep (optuna): nothing to list
+                return None
+            out.append(f"{o.get_key_element()}={first}")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+def precheck(argv: list[str], config_dir: str) -> None:
+    """Compose the command line ``argv`` once (a multirun's first job) and raise ``ConfigError`` for what
+    Hydra would refuse, before Hydra prints its own traceback-like text; flags other than ``-m`` skip it."""
+    if any(a.startswith("-") and a not in _HYDRA_FLAGS for a in argv):
+        return
+    overrides = _first_values([a for a in argv if a not in _HYDRA_FLAGS])
+    if overrides is None:
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise translate_hydra_error(e) from None
