@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from . import sharded_checkpoint as sharded
 from .atomic import atomic_write, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
 from .config import Config, ConfigError
+from .data import dataset_differences
 from .parallel import is_sharded, local
 from .resume_changes import refuse_fixed_fields
 
@@ -251,7 +252,23 @@ def check_same_model(state: dict[str, Any], model_config: dict[str, Any], path: 
         raise ConfigError(f"the checkpoint {path} belongs to another model ({state.get('model_name')}; {diff}). {advice}")
 
 
-def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) -> dict[str, Any] | None:
+def check_same_dataset(cfg: Config, state: dict[str, Any], dataset: dict[str, Any] | None, path: Path) -> None:
+    """Refuse to resume on another corpus than the checkpoint's (``TokenDataset.identity``), unless
+    ``train.resume_allow`` names ``data``; the same data in another folder is the same dataset."""
+    saved = state.get("dataset")
+    if saved is None or dataset is None or "data" in cfg.train.resume_allow:
+        return  # a checkpoint from before the identity was recorded: nothing to compare
+    diff = dataset_differences(saved, dataset)
+    if diff:
+        raise ConfigError(
+            f"the checkpoint {path} was trained on other data than data.dir={cfg.data.dir} holds ({'; '.join(diff)}). "
+            f"Point data.dir at the dataset it was trained on (the same files in another folder are fine), or continue "
+            f"on this data with train.resume_allow=[data]. The checkpoint was left untouched."
+        )
+
+
+def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path,
+                         dataset: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Refuse to overwrite an earlier run's checkpoint; load and vet the one to resume (same model and optimizer)."""
     t = cfg.train
     if not t.resume:
@@ -269,6 +286,7 @@ def checkpoint_to_resume(cfg: Config, model_config: dict[str, Any], path: Path) 
             f"the checkpoint {path} was trained with optim={state.get('optim_name')}, not optim={cfg.optim.name}: its "
             f"optimizer state cannot be reused. It was left untouched."
         )
+    check_same_dataset(cfg, state, dataset, path)
     return state
 
 
@@ -310,7 +328,7 @@ class RunFolder:
             self.lock.release()
 
 
-def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) -> RunFolder:
+def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool, dataset: dict[str, Any] | None = None) -> RunFolder:
     """Create and lock ``train.out_dir`` (rank 0), clear killed runs' temp files, vet the checkpoint to resume."""
     path = Path(cfg.train.out_dir)
     lock = None
@@ -320,7 +338,7 @@ def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool) ->
                                                  for p in sharded.remove_stale(path / name)]
         for p in stale:
             print(f"removed {p.relative_to(path)}, left by a killed run (an unfinished save)", flush=True)
-    state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME)
+    state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME, dataset)
     changes = vet_resume_config(cfg, state.get("config", {})) if state is not None else {}
     return RunFolder(path, lock, state, changes, sharded=cfg.train.parallel == "fsdp")
 

@@ -7,6 +7,7 @@ accumulation A/N sees exactly the batches of one process with accumulation A.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -35,9 +36,41 @@ class TokenDataset:
     num_tokens: dict[str, int]
     tokenizer_spec: dict  # what ``tokenizer.tokenizer_from_spec`` needs; checkpoints keep it
 
+    def identity(self) -> dict:
+        """What makes this dataset this dataset, wherever its folder is (checkpoints keep it; a resume
+        compares it): tokenizer, vocabulary, token counts, a hash of meta.json and of each split's first
+        and last MB."""
+        meta = self.dir / META_FILE
+        return {
+            "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "num_tokens": dict(self.num_tokens),
+            "meta_sha256": hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else None,
+            "bins_sha256": {split: _ends_sha256(self.dir / f"{split}.bin") for split in SPLITS},
+        }
+
     def tokens(self, split: str) -> np.memmap:
         """Read-only memmap of one split (re-opened per call: long-lived memmaps grow RSS)."""
         return np.memmap(self.dir / f"{split}.bin", dtype=self.dtype, mode="r")
+
+
+def _ends_sha256(path: Path, span: int = 1 << 20) -> str:
+    """sha256 of a file's first and last ``span`` bytes (the whole file when it is shorter than 2 spans)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        if size > span:
+            f.seek(max(span, size - span))
+            h.update(f.read(span))
+    h.update(str(size).encode())
+    return h.hexdigest()
+
+
+def dataset_differences(saved: dict, now: dict) -> list[str]:
+    """What differs between two ``TokenDataset.identity`` records, in words (empty: the same data)."""
+    names = {"tokenizer": "tokenizer", "vocab_size": "vocabulary", "num_tokens": "token counts",
+             "meta_sha256": "meta.json", "bins_sha256": "the .bin files' contents"}
+    return [f"{label}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" if k in ("tokenizer", "vocab_size", "num_tokens")
+            else f"{label} differ" for k, label in names.items() if k in saved and saved.get(k) != now.get(k)]
 
 
 def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = "") -> TokenDataset:
@@ -70,6 +103,12 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
         expected = {s: int(meta["num_tokens"][s]) for s in SPLITS}
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({type(e).__name__}: {e}); prepare the dataset again with `{hint}`.") from None
+    if dtype.kind != "u":  # signed ids can be negative and float ids are not ids: both train on garbage
+        raise ConfigError(f"{label}: {d / META_FILE} says the tokens are {dtype.name}, but token ids are stored as unsigned "
+                          f"integers (uint16 for vocabularies up to 65,536, uint32 above). Prepare the dataset again with `{hint}`.")
+    if vocab_size < 1 or vocab_size - 1 > np.iinfo(dtype).max:
+        raise ConfigError(f"{label}: {d / META_FILE} promises a vocabulary of {vocab_size}, which {dtype.name} tokens cannot "
+                          f"hold. Prepare the dataset again with `{hint}`.")
     spec = {"name": tokenizer, **({"chars": meta["chars"]} if "chars" in meta else {})}
     for split in SPLITS:
         size = (d / f"{split}.bin").stat().st_size
@@ -89,6 +128,13 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
             raise ConfigError(f"{label}: {split}.bin holds token id {top}, above the max_token_id {recorded} that meta.json "
                               f"recorded when it was prepared: the file changed since. Prepare it again with `{hint}`.")
         top = max(top, int(recorded) if recorded is not None else -1)
+        if meta.get("_assumed_gpt2") and 0 <= top < 256:
+            raise ConfigError(
+                f"{label}: {d} has train.bin and val.bin but no meta.json (nor nanoGPT's meta.pkl), which is read as "
+                f"nanoGPT's GPT-2 BPE data, yet {split}.bin holds no id above {top}: that looks like byte-level (or "
+                f"character) data, which would train with the wrong 50,304-token vocabulary. Write the folder with "
+                f"`{hint}` (it writes meta.json), or add a meta.json naming its tokenizer and vocabulary."
+            )
         if top >= vocab_size:
             raise ConfigError(
                 f"{label}: {split}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
@@ -115,7 +161,7 @@ def nanogpt_meta(d: Path, label: str) -> dict:
     meta = {"dtype": "uint16", "num_tokens": num_tokens, "source": f"nanoGPT folder {d}"}
     pkl = d / "meta.pkl"
     if not pkl.is_file():  # nanoGPT's openwebtext / shakespeare: GPT-2 BPE, no metadata
-        return {**meta, "vocab_size": 50257, "tokenizer": "gpt2"}
+        return {**meta, "vocab_size": 50257, "tokenizer": "gpt2", "_assumed_gpt2": True}
     try:
         with open(pkl, "rb") as f:
             info = _PlainDataUnpickler(f).load()

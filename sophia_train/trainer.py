@@ -75,12 +75,13 @@ class Trainer:
         # --- cheap checks first: data, model shape, run folder, checkpoint compatibility ----------
         self.dataset = open_dataset(cfg.data.dir, cfg.data.name, f"python scripts/prepare_data.py {cfg.data.name}")
         self.gpt_config = gpt_config(cfg.model, self.dataset.vocab_size, cfg.data.name)
+        self.dataset_identity = {"name": cfg.data.name, **self.dataset.identity()}  # checkpoints keep it; a resume compares it
         if cfg.init_from:
             check_tokenizer(cfg.init_from, self.dataset.tokenizer_spec, cfg.data.name)
         if t.eval_only:
             self.folder = ckpt.open_for_eval(cfg, dataclasses.asdict(self.gpt_config))
         else:
-            self.folder = ckpt.open_run_folder(cfg, dataclasses.asdict(self.gpt_config), self.info.is_main)
+            self.folder = ckpt.open_run_folder(cfg, dataclasses.asdict(self.gpt_config), self.info.is_main, self.dataset_identity)
         self.out_dir, self.ckpt_path = self.folder.path, self.folder.checkpoint
 
         # --- device, process group, model, optimizer ------------------------------------------------
@@ -190,7 +191,8 @@ class Trainer:
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint records besides weights and optimizer state, as of now (RNG, clock, best val)."""
         return {"rng": ckpt.rng_snapshot(self.device), "elapsed_s": self.elapsed(), "best_val": self.best_val,
-                "tokenizer": self.dataset.tokenizer_spec}  # so sample/export need no data folder
+                "tokenizer": self.dataset.tokenizer_spec,  # so sample/export need no data folder
+                "dataset": self.dataset_identity}
 
     def save(self, step: int, snapshot: dict[str, Any] | None = None) -> None:
         """Write the full training state (rank 0) atomically; all ranks wait for it. A state that is not

@@ -363,3 +363,33 @@ def test_hydra_refusals_exit_2_in_one_paragraph():
     out = cli("+model=tiny", "optim.lr=abc")
     assert out.returncode == 2 and "optim.lr=abc" in out.stderr and "could not be converted to Float" in out.stderr
     assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr
+
+
+# --- data checks: ids stored as they must be, metadata present -----------------------------------------
+@pytest.mark.parametrize("dtype", ["int16", "float32", "int32"])
+def test_token_files_of_a_signed_or_float_dtype_are_refused(byte_data, tmp_path, dtype):
+    import numpy as np
+
+    d = copy_data(byte_data, tmp_path / "data")
+    meta = json.loads((d / "meta.json").read_text())
+    for split in ("train", "val"):  # what such a file holds: -1 ids (int16), or floats
+        ids = np.fromfile(d / f"{split}.bin", dtype=np.uint16).astype(dtype)
+        ids[:10] = -1
+        ids.tofile(d / f"{split}.bin")
+    meta["dtype"] = dtype
+    (d / "meta.json").write_text(json.dumps(meta))
+    expect_error(tiny_overrides(d, tmp_path / "run"), rf"says the tokens are {dtype}, but token ids are stored as unsigned integers")
+
+
+def test_byte_data_without_meta_json_is_not_taken_for_gpt2(byte_data, tmp_path):
+    d = copy_data(byte_data, tmp_path / "data")
+    (d / "meta.json").unlink()
+    expect_error(tiny_overrides(d, tmp_path / "run"), r"no meta.json .* holds no id above \d+: that looks like byte-level")
+
+
+def test_a_vocabulary_the_dtype_cannot_hold_is_refused(byte_data, tmp_path):
+    d = copy_data(byte_data, tmp_path / "data")
+    meta = json.loads((d / "meta.json").read_text())
+    meta["vocab_size"] = 70_000  # uint16 holds 65,536 ids
+    (d / "meta.json").write_text(json.dumps(meta))
+    expect_error(tiny_overrides(d, tmp_path / "run"), "promises a vocabulary of 70000, which uint16 tokens cannot hold")

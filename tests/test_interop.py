@@ -154,9 +154,9 @@ def test_eval_only_and_keep_best(byte_data, tmp_path):
 def nanogpt_folder(src, dst, char: bool):
     """A nanoGPT-style data folder (uint16 bins, meta.pkl for characters or nothing for GPT-2 BPE)."""
     dst.mkdir()
-    if not char:
+    if not char:  # ids as GPT-2 BPE has them, most above the 256 bytes (byte data without metadata is refused)
         for split in ("train", "val"):
-            shutil.copy(src / f"{split}.bin", dst / f"{split}.bin")  # byte ids fit in GPT-2's vocabulary
+            (np.fromfile(src / f"{split}.bin", dtype=np.uint16) * 190).astype(np.uint16).tofile(dst / f"{split}.bin")
         return dst
     chars = sorted({chr(b) for split in ("train", "val") for b in np.fromfile(src / f"{split}.bin", dtype=np.uint16)})
     stoi = {c: i for i, c in enumerate(chars)}

@@ -336,3 +336,29 @@ def test_the_sbatch_script_forwards_the_time_limit_signal_and_requeues(tmp_path)
     assert proc.returncode == 0, out
     srun = next(x for x in log.read_text().splitlines() if x.startswith("srun "))
     assert srun.endswith("train.resume=true")  # the requeued attempt continues the run
+
+
+# --- 7. a resume refuses another corpus; the same data in another folder is fine -------------------
+def test_a_resume_on_other_data_is_refused_and_the_same_data_moved_is_not(byte_data, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    args = tiny_overrides(byte_data, tmp_path / "run", "train.max_steps=8")
+    Trainer(compose([*args, "train.stop_after_step=4"])).fit()
+    assert ckpt.load_checkpoint(tmp_path / "run" / "ckpt.pt")["dataset"]["bins_sha256"]
+    moved = tmp_path / "moved"
+    shutil.copytree(byte_data, moved)
+    tr = Trainer(compose([*args, f"data.dir={moved}", "train.resume=true", "train.stop_after_step=6"]))  # free
+    tr.fit()
+    other = tmp_path / "other"
+    shutil.copytree(byte_data, other)
+    ids = np.fromfile(other / "train.bin", dtype=np.uint16)
+    ids[-100:] = ids[-100:][::-1]  # same size, counts and meta.json: only the last MB differs
+    ids.tofile(other / "train.bin")
+    saved = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    with pytest.raises(ConfigError, match=r"was trained on other data than data.dir=.*other holds \(the .bin files' contents "
+                                          r"differ\).*train.resume_allow=\[data\]"):
+        Trainer(compose([*args, f"data.dir={other}", "train.resume=true"]))
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == saved
+    Trainer(compose([*args, f"data.dir={other}", "train.resume=true", "train.resume_allow=[data]"])).fit()  # named: allowed
