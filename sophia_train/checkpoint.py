@@ -32,6 +32,7 @@ from . import sharded_checkpoint as sharded
 from .atomic import atomic_write, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
 from .config import Config, ConfigError
 from .data import dataset_differences
+from .integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
 from .parallel import is_sharded, local
 from .resume_changes import refuse_fixed_fields
 
@@ -51,7 +52,8 @@ RESUME_FREE_KEYS = (
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (``atomic_write``)."""
+    """Write ``state`` to ``path`` atomically (``atomic_write``), every record with its CRC-32 (verified at load)."""
+    torch.serialization.set_crc32_options(True)  # torch's default; the integrity check relies on it
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -65,11 +67,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return state if str(map_location) == "cpu" else _to_device(state, map_location)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}: nothing to resume. Drop train.resume=true to start a new run.")
+    if not mmap:  # a full read checks every record against its stored CRC-32 (a mapped read is for metadata only)
+        verify_zip_checksums(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise ConfigError(
-            f"the checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"the checkpoint {path} cannot be read ({type(e).__name__}: {first[:200]}); "
             f"it is truncated or not a sophia_train checkpoint. It was left untouched."
         ) from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
@@ -296,8 +301,12 @@ def load_resume_state(folder: Path) -> dict[str, Any]:
     path = run_checkpoint(folder)
     if path.name == sharded.SHARDED_NAME:
         newest = sharded.latest(path)
-        return {**sharded.load_meta(newest), "sharded_folder": str(newest)}
-    return load_checkpoint(path)
+        meta = sharded.load_meta(newest)
+        check_layout(meta, newest, tensors=False)
+        return {**meta, "sharded_folder": str(newest)}
+    state = load_checkpoint(path)
+    check_layout(state, path)
+    return state
 
 
 def saved_model_config(state: dict[str, Any]) -> dict[str, Any]:
@@ -380,7 +389,8 @@ def training_meta(step: int, model_config: Any, cfg: Config, snapshot: dict[str,
     }
 
 
-def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, float]:
+def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+            path: Path | None = None) -> dict[str, float]:
     """Load a checkpoint's weights, optimizer state and RNG; returns its ``step``, ``best_val`` and ``elapsed_s``.
 
     Either format into either kind of model: a sharded checkpoint (``sharded_folder``) is read by DCP
@@ -393,11 +403,20 @@ def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opti
         else:
             state = {**state, **sharded.to_single_file(state["sharded_folder"])}
     if "model" in state:
-        if fsdp:
-            sharded.restore_from_single_file(state, model, optimizer)
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+        where = Path(state.get("sharded_folder") or path or "the checkpoint")
+        try:
+            if fsdp:
+                sharded.restore_from_single_file(state, model, optimizer)
+            else:
+                model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise load_error(e, where, "model") from None
+        if not fsdp:
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                raise load_error(e, where, "optimizer") from None
+    check_optimizer_shapes(optimizer, Path(state.get("sharded_folder") or path or "the checkpoint"))
     rng = state.get("rng", {})
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .atomic import atomic_write, disk_is_full
 from .config import ConfigError
+from .integrity import damaged_shards_message, shard_checksums, verify_shards
 
 SHARDED_NAME = "ckpt.dcp"
 BEST_SHARDED_NAME = "best.dcp"
@@ -96,7 +97,13 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
         if is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         raise error from None
+    sums = [shard_checksums(tmp, dist.get_rank() if dist.is_initialized() else 0)]  # each rank: the files it wrote
+    if dist.is_initialized():
+        everyone: list[dict[str, int] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, sums[0])
+        sums = everyone
     if is_main:
+        meta = {**meta, "shard_crc32": {k: v for part in sums for k, v in (part or {}).items()}}
         atomic_write(tmp / META, lambda f: torch.save(meta, f))  # DCP's writer fsynced every shard (sync_files)
         os.rename(tmp, final)
         atomic_write(root / LATEST, lambda f: f.write(f"{final.name}\n".encode()))  # its folder fsync covers the rename too
@@ -138,8 +145,19 @@ def restore(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
+    folder = Path(folder)
+    expected = load_meta(folder).get("shard_crc32")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    bad = [verify_shards(folder, expected, rank, world)]  # each rank checks a share of the files
+    if dist.is_initialized():
+        everyone: list[list[str] | None] = [None] * world
+        dist.all_gather_object(everyone, bad[0])
+        bad = everyone
+    damaged = sorted(n for part in bad for n in (part or []))
+    if damaged:
+        raise ConfigError(damaged_shards_message(folder, damaged))
     sd = _state_dicts(model, optimizer)
-    dcp.load(sd, checkpoint_id=Path(folder))
+    dcp.load(sd, checkpoint_id=folder)
     set_model_state_dict(model, sd["model"])
     set_optimizer_state_dict(model, optimizer, sd["optim"])
 
@@ -179,6 +197,9 @@ def to_single_file(folder: str | os.PathLike) -> dict[str, Any]:
     """A sharded checkpoint folder as the one-file checkpoint dict (``checkpoint.training_state`` layout)."""
     folder = Path(folder)
     meta = load_meta(folder)
+    damaged = verify_shards(folder, meta.get("shard_crc32"))
+    if damaged:
+        raise ConfigError(damaged_shards_message(folder, damaged))
     data = _read_all(folder)
     return {**meta, "model": dict(data["model"]), "optimizer": optimizer_by_index(data["optim"])}
 

@@ -127,7 +127,7 @@ class Trainer:
         self.resumed = self.folder.resume_state is not None
         if self.resumed:
             saved_optim = self.folder.resume_state.get("config", {}).get("optim", {})
-            done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device)
+            done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device, self.ckpt_path)
             # load_state_dict brought back the saved hyperparameters: put the allowed changes in again
             apply_optimizer_changes(self.optimizer, self.model, self.cfg.optim, saved_optim, self.folder.changes, self.device)
             tensors = [p.detach() for p in self.model.parameters()] + ckpt.optimizer_tensors(self.optimizer)
