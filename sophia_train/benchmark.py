@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .config import TrainingDiverged, compose_config
+from .config import ConfigError, StoppedBySignal, TrainingDiverged, compose_config
 from .cpu_benchmark import final_val, tune
 from .metrics import format_duration, read_metrics
+from .stop_signals import EXIT_STOPPED, die_with_parent
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,41 @@ def run_name(size: Size, optim: str, point: dict[str, float], steps: int, seed: 
     return f"{size.name}-{optim}-{hp}-T{steps}-s{seed}"
 
 
+def read_results(path: Path, repair: bool = False) -> list[dict]:
+    """The rows of ``results.jsonl``. A torn last line (a worker killed mid-append) is skipped and reported,
+    and with ``repair`` cut off (hold the lock), so the next append starts a line of its own; a corrupt line
+    before the last is refused with its number (the file was edited or damaged: no guess is made)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "name" not in row:
+                raise ValueError("not a result row")
+        except ValueError as e:
+            if number == len(lines) or all(not rest.strip() for rest in lines[number:]):
+                print(f"{path}: its last line ({len(line)} bytes) is torn, the write of a killed run; skipped"
+                      f"{', removed' if repair else ''} (that run will train again).", flush=True)
+                if repair:
+                    atomic_write_text(path, "".join(f"{x}\n" for x in lines[: number - 1] if x.strip()))
+                break
+            raise ConfigError(f"{path}, line {number}, is not a result row ({e}): the file was edited or damaged. Fix or "
+                              f"delete that line (its run then trains again) and re-run the same command.") from None
+        rows.append(row)
+    return rows
+
+
 @contextlib.contextmanager
 def _locked(out: Path):
     """An exclusive lock on ``out`` (``out/.lock``) while workers write the shared results files."""
     import fcntl
 
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -204,10 +235,10 @@ class Runner:
         self.out, self.profile, self.extra = out, profile, extra
         self.results_file = out / "results.jsonl"
         self.results: dict[str, dict] = {}
-        if self.results_file.exists():
-            for line in self.results_file.read_text().splitlines():
-                row = json.loads(line)
-                self.results[row["name"]] = row
+        with _locked(out):
+            rows = read_results(self.results_file, repair=True)
+        for row in rows:
+            self.results[row["name"]] = row
         self.planned, self.trained, self.train_seconds = planned, 0, 0.0
         self.seen: set[str] = set()  # distinct runs asked for so far (a point tuning revisits counts once)
         self.t0 = time.perf_counter()
@@ -432,8 +463,7 @@ def estimator_overhead(optim: str, point: dict[str, float]) -> float:
 def collect(out: Path, profile: Profile, chosen: dict) -> dict[tuple[str, str, int], list[RunResult]]:
     """``{(optim, size, steps): [RunResult per seed]}`` of the chosen points, from results.jsonl."""
     rows = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_results(out / "results.jsonl"):
         rows[row["name"]] = RunResult(row["final_val"], row["seconds"], row["tokens"])
     table = {}
     for optim, points in chosen.items():
@@ -687,7 +717,7 @@ def run_workers(profile: Profile, out: Path, optims: list[str], workers: int, ch
                 optim = pending.pop(0)
                 cmd = [sys.executable, "-m", "sophia_train.benchmark", "--profile", profile.name, "--out", str(out),
                        "--optims", optim, "--runs-only", *child_args]
-                running[subprocess.Popen(cmd)] = optim
+                running[subprocess.Popen(cmd, preexec_fn=die_with_parent)] = optim  # a killed parent: SIGTERM, they save and stop
             time.sleep(0.5)
             for proc in [p for p in running if p.poll() is not None]:
                 optim = running.pop(proc)
@@ -706,7 +736,20 @@ def run_workers(profile: Profile, out: Path, optims: list[str], workers: int, ch
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``scripts/optimizer_benchmark.py``: run a profile (resumable), then write its table and plots."""
+    """``scripts/optimizer_benchmark.py``: run a profile (resumable), then write its table and plots. A problem
+    with the inputs (a run folder held by another process, a damaged results.jsonl) is one paragraph, exit 2;
+    a stop signal ends the current run with its checkpoint saved (exit 75; the same command continues)."""
+    try:
+        return _main(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StoppedBySignal as e:
+        print(f"{e} The benchmark stopped there; re-run the same command to continue it.", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=list(PROFILES), default="quick")
     ap.add_argument("--out", help="results folder (default runs/benchmark_<profile>)")

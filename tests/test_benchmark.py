@@ -95,6 +95,23 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     assert bm.main(args) == 0
     again = capsys.readouterr().out
     assert "runs |" not in again and (out / "results.jsonl").read_text().count("\n") == lines
+    # a worker killed mid-append leaves a torn last line: reports skip it, the next run repairs it and retrains that run
+    results = out / "results.jsonl"
+    kept = results.read_text().splitlines()
+    results.write_text("".join(f"{x}\n" for x in kept[:-1]) + kept[-1][: len(kept[-1]) // 2])
+    assert bm.main([*args, "--report-only"]) == 0
+    assert "its last line" in capsys.readouterr().out
+    assert bm.main(args) == 0
+    assert "is torn" in capsys.readouterr().out
+    assert results.read_text().splitlines() != kept and len(results.read_text().splitlines()) == len(kept)
+    assert {json.loads(x)["name"] for x in results.read_text().splitlines()} == {json.loads(x)["name"] for x in kept}
+    # a damaged line before the last is refused with its number, in one paragraph
+    damaged = results.read_text().splitlines()
+    damaged[2] = damaged[2][:10]
+    results.write_text("".join(f"{x}\n" for x in damaged))
+    for extra in ([], ["--report-only"]):
+        assert bm.main([*args, *extra]) == 2
+        assert f"{results}, line 3, is not a result row" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -444,3 +444,25 @@ def test_a_damaged_shard_of_a_sharded_checkpoint_is_detected(byte_data, tmp_path
         Trainer(compose([*args, "train.resume=true"]))
     with pytest.raises(ConfigError, match="is damaged"):
         ckpt.load_checkpoint(tmp_path)  # the one-file view (sample, export, init_from) checks too
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(byte_data, tmp_path):
+    out = tmp_path / "bench"
+    parent = subprocess.Popen([PYTHON, "-m", "sophia_train.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
+                               str(byte_data), "--workers", "2", "--threads", "1"], cwd=REPO, env=python_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import time
+
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not list(out.glob("runs/*/metrics.jsonl")):
+            assert parent.poll() is None
+            time.sleep(0.1)
+        workers = _children(parent.pid)
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait()
+        assert _wait_gone(workers) == [], "benchmark workers kept training after their parent died"
+    finally:
+        parent.kill()
