@@ -75,6 +75,12 @@ def translate_hydra_error(e: BaseException) -> ConfigError:
     elif re.search(r"Key '[^']+' not in", cause or text):
         m = re.search(r"full_key: (\S+)", cause or text)
         key = m.group(1) if m else None
+    if key and ".kwargs." in key:  # a torch.optim class's keyword arguments: a free-form table
+        table, _, name = key.lstrip("+~").rpartition(".")
+        value = re.search(rf"{re.escape(key)}=(\S+)", text)
+        return ConfigError(f"{table} has no {name!r} yet: it holds keyword arguments for the torch.optim class, and a new "
+                           f"one is added with a +: add one with +{table}.{name}={value.group(1) if value else 'VALUE'} (++ adds "
+                           f"or replaces).")
     if key:
         from .config import Config
 

@@ -26,6 +26,29 @@ class StoppedBySignal(RuntimeError):
     """A stop signal (SIGTERM, SIGINT, SIGUSR1) ended the run after it saved a checkpoint of its last step."""
 
 
+def in_range(name: str, value: Any, lo: float, hi: float, lo_closed: bool = True, hi_closed: bool = False) -> None:
+    """Refuse a ``value`` of the setting ``name`` that is not a number in the interval (NaN never is)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    ok = ok and (value >= lo if lo_closed else value > lo) and (value <= hi if hi_closed else value < hi)
+    interval = f"{'[' if lo_closed else '('}{lo:g}, {'inf' if hi == math.inf else f'{hi:g}'}{']' if hi_closed else ')'}"
+    _require(ok, f"{name} must be a number in {interval}, got {value!r}.")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_curvature_hook(o: Any) -> None:
+    """The curvature-hook fields Sophia and AdaHessian share: an estimator of the registry, k >= 1, a fraction in (0, 1]."""
+    from .curvature import ESTIMATORS  # the one registry of estimators
+
+    names = (*ESTIMATORS, "none")
+    _require(o.estimator in names, f"optim.estimator must be one of {', '.join(names)}, got {o.estimator!r}.")
+    _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
+    in_range("optim.hess_fraction", o.hess_fraction, 0, 1, lo_closed=False, hi_closed=True)
+
+
+
 @dataclass
 class ModelConfig:
     """GPT shape. ``vocab_size: null`` takes the dataset's vocabulary, padded to ``pad_vocab_to``."""
@@ -53,6 +76,18 @@ class OptimConfig:
     name: str = MISSING
     lr: float = MISSING
     weight_decay: float = 0.0
+
+    def check(self) -> None:
+        """Refuse impossible values of the fields every optimizer has (``ConfigError``); subclasses add theirs."""
+        _require(_finite(self.lr) and self.lr > 0, f"optim.lr must be a positive number, got {self.lr}.")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}.")
+        eps = getattr(self, "eps", None)
+        if eps is not None:
+            _require(_finite(eps) and eps > 0, f"optim.eps must be a positive number, got {eps}.")
+        betas = getattr(self, "betas", None)
+        if betas is not None:
+            _require(len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+                     f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
 
 
 @dataclass
@@ -91,6 +126,14 @@ class SophiaConfig(OptimConfig):
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
     foreach: Optional[bool] = None  # torch._foreach_* path; false: the per-tensor loop
 
+    def check(self) -> None:
+        """Sophia's own ranges, and an estimator from the one registry (``curvature.ESTIMATORS``)."""
+        super().check()
+        _require(_finite(self.rho) and self.rho > 0, f"optim.rho must be positive and finite, got {self.rho}.")
+        names = ("official", "max", "max_sqrt")  # the kernel's DENOMINATORS
+        _require(self.denominator in names, f"optim.denominator must be one of {', '.join(names)}, got {self.denominator!r}.")
+        check_curvature_hook(self)
+
 
 @dataclass
 class SophiaHConfig(SophiaConfig):
@@ -119,6 +162,13 @@ class AdaHessianConfig(OptimConfig):
     hess_interval: int = 1
     hess_fraction: float = 0.0667
 
+    def check(self) -> None:
+        """AdaHessian's ranges: Hutchinson only, Hessian power k in [0, 1] (Yao et al. 2021, Eq. 9)."""
+        super().check()
+        in_range("optim.hessian_power", self.hessian_power, 0, 1, hi_closed=True)
+        check_curvature_hook(self)
+        _require(self.estimator == "hutchinson", "AdaHessian needs optim.estimator=hutchinson.")
+
 
 @dataclass
 class LionConfig(OptimConfig):
@@ -146,6 +196,11 @@ class S3Config(OptimConfig):
     foreach: Optional[bool] = None  # None: foreach lists (chunked on CPU); False: the per-tensor loop
     fused: Optional[bool] = None  # Triton kernel over flat buffers; None: on CUDA when triton is installed
 
+    def check(self) -> None:
+        """SoftSignSGD's ranges (S3 paper Alg. 1): beta in [0, 1), p >= 1."""
+        super().check()
+        _require(0 <= self.beta < 1 and self.p >= 1, f"optim.beta must be in [0, 1) and optim.p >= 1, got beta={self.beta}, p={self.p}.")
+
 
 @dataclass
 class NormalizeConfig(OptimConfig):
@@ -156,6 +211,11 @@ class NormalizeConfig(OptimConfig):
     beta: float = 0.965
     eps: float = 1e-12
     weight_decay: float = 0.2
+
+    def check(self) -> None:
+        """The momentum's beta in [0, 1)."""
+        super().check()
+        in_range("optim.beta", self.beta, 0, 1)
 
 
 @dataclass
@@ -170,6 +230,12 @@ class MuonConfig(OptimConfig):
     ns_steps: int = 5
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
+
+    def check(self) -> None:
+        """Muon's momentum in [0, 1) and at least one Newton-Schulz step."""
+        super().check()
+        in_range("optim.momentum", self.momentum, 0, 1)
+        _require(self.ns_steps >= 1, f"optim.ns_steps (Newton-Schulz iterations) must be >= 1, got {self.ns_steps}.")
 
 
 @dataclass
@@ -187,6 +253,13 @@ class SOAPConfig(OptimConfig):
     precondition_frequency: int = 10
     max_precond_dim: int = 2048  # dimensions larger than this (the vocabulary) are not preconditioned
 
+    def check(self) -> None:
+        """SOAP's ranges: a preconditioner refreshed at least every step's worth, dimensions >= 1."""
+        super().check()
+        in_range("optim.shampoo_beta", self.shampoo_beta, 0, 1)
+        _require(self.precondition_frequency >= 1, f"optim.precondition_frequency must be >= 1 (steps), got {self.precondition_frequency}.")
+        _require(self.max_precond_dim >= 1, f"optim.max_precond_dim must be >= 1, got {self.max_precond_dim}.")
+
 
 @dataclass
 class KronConfig(OptimConfig):
@@ -199,6 +272,12 @@ class KronConfig(OptimConfig):
     weight_decay: float = 0.0
     precond_lr: float = 0.1
     max_size_triangular: int = 8192  # larger dimensions get a diagonal factor
+
+    def check(self) -> None:
+        """Kron's preconditioner learning rate in (0, 1] and dimensions >= 1."""
+        super().check()
+        in_range("optim.precond_lr", self.precond_lr, 0, 1, lo_closed=False, hi_closed=True)
+        _require(self.max_size_triangular >= 1, f"optim.max_size_triangular must be >= 1, got {self.max_size_triangular}.")
 
 
 @dataclass
@@ -321,6 +400,9 @@ def _require(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+MAX_EVAL_ITERS = 100_000  # batches per evaluation; far above any real use, far below "runs for ever"
+
+
 def validate(cfg: Config, world_size: int = 1) -> None:
     """Refuse impossible settings with a message that says what to change."""
     m, o, t = cfg.model, cfg.optim, cfg.train
@@ -333,29 +415,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _require(m.block_size > 0, f"model {m.name}: block_size must be positive, got {m.block_size}.")
     _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}.")
     _require(m.activation in ("gelu", "gelu_tanh"), f"model.activation must be gelu or gelu_tanh, got {m.activation!r}.")
-    _require(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}.")
-    _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}.")
-    eps = getattr(o, "eps", None)
-    if eps is not None:
-        _require(math.isfinite(eps) and eps > 0, f"optim.eps must be a positive number, got {eps}.")
-    betas = getattr(o, "betas", None)
-    if betas is not None:
-        _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"optim.betas must be two numbers in [0, 1), got {list(betas)}.")
-    if isinstance(o, SophiaConfig):
-        _require(o.rho > 0, f"optim.rho must be positive, got {o.rho}.")
-        names = ("official", "max", "max_sqrt")  # the kernel's DENOMINATORS
-        _require(o.denominator in names, f"optim.denominator must be one of {', '.join(names)}, got {o.denominator!r}.")
-    if isinstance(o, (SophiaConfig, AdaHessianConfig)):
-        from .curvature import ESTIMATORS  # the one registry of estimators
-
-        names = (*ESTIMATORS, "none")
-        _require(o.estimator in names, f"optim.estimator must be one of {', '.join(names)}, got {o.estimator!r}.")
-        _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
-        _require(0 < o.hess_fraction <= 1, f"optim.hess_fraction must be in (0, 1], got {o.hess_fraction}.")
-    if isinstance(o, AdaHessianConfig):
-        _require(o.estimator == "hutchinson", "AdaHessian needs optim.estimator=hutchinson.")
-    if isinstance(o, S3Config):
-        _require(0 <= o.beta < 1 and o.p >= 1, f"optim.beta must be in [0, 1) and optim.p >= 1, got beta={o.beta}, p={o.p}.")
+    if hasattr(o, "check"):
+        o.check()  # each optimizer schema checks its own fields
     seq_len = t.seq_len if t.seq_len is not None else m.block_size
     _require(seq_len > 0, f"train.seq_len must be positive, got {seq_len}.")
     _require(
@@ -370,6 +431,12 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _require(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}.")
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables), got {t.grad_clip}.")
     _require(t.eval_iters > 0 and t.eval_interval > 0 and t.log_interval > 0, "train.eval_iters, eval_interval and log_interval must be positive.")
+    _require(t.eval_iters <= MAX_EVAL_ITERS, f"train.eval_iters={t.eval_iters} batches per evaluation would take longer than the "
+             f"training itself (the limit is {MAX_EVAL_ITERS:,}; the paper's setting is 200); lower it.")
+    _require(0 <= t.seed < 2**63, f"train.seed must be an integer in [0, 2**63), got {t.seed} (numpy's and torch's generators "
+             f"take no negative or larger seed).")
+    _require(bool(str(t.out_dir).strip()), "train.out_dir is empty, which would write the run into the current folder; give "
+             "it a folder (default runs/<run_name>).")
     _require(t.ckpt_interval >= 0, f"train.ckpt_interval must be >= 0, got {t.ckpt_interval}.")
     _require(t.max_skips_in_row >= 1, f"train.max_skips_in_row must be >= 1, got {t.max_skips_in_row}.")
     _require(t.threads is None or t.threads >= 0, f"train.threads must be >= 1 (or 0 / null for torch's default), got {t.threads}.")

@@ -113,3 +113,17 @@ def all_ranks_agree(flag: torch.Tensor, info: DistInfo) -> bool:
         all_reduce_mean_([vote])
         return bool(vote == 1)
     return bool(flag)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes this process could still allocate on ``device``: the GPU's free memory, or the system's
+    MemAvailable on CPU; None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

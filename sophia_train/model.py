@@ -209,3 +209,9 @@ class GPT(nn.Module):
             idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
+
+
+def parameter_count(config: GPTConfig) -> int:
+    """Every parameter of ``GPT(config)``, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in GPT(config).parameters())

@@ -149,6 +149,33 @@ def prepare_hf_dataset(
     return counts
 
 
+def check_jsonl(path: str | os.PathLike) -> None:
+    """Refuse a .jsonl file with a line that is not one JSON object, naming the line (the datasets library
+    only says that "an error occurred while generating the dataset")."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise ConfigError(f"{path}, line {number}, is not valid JSON ({e}): a .jsonl file holds one JSON object "
+                                  f"per line. Fix or drop that line. Nothing was written.") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}, line {number}, is a JSON {type(record).__name__}, not an object with a text "
+                                  f"field. Nothing was written.")
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output folder that a file stands in the way of, before any work."""
+    blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--out {out} cannot be the dataset folder: {blocker} is a file. Choose another --out; nothing "
+                          f"was written.")
+
+
 def load_local_files(files: Sequence[str | os.PathLike], text_field: str = "text", encoding_errors: str = "strict"):
     """Load local .txt (one document per paragraph), .jsonl/.json or .parquet files as one dataset."""
     from datasets import load_dataset
@@ -157,12 +184,20 @@ def load_local_files(files: Sequence[str | os.PathLike], text_field: str = "text
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"input files not found: {', '.join(missing)}. Nothing was written.")
+    empty = [p for p in paths if Path(p).stat().st_size == 0 or (Path(p).stat().st_size < (1 << 20) and Path(
+        p).suffix.lower() != ".parquet" and not Path(p).read_bytes().strip())]  # nothing but whitespace
+    if empty:
+        raise ConfigError(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: there is no text to prepare. "
+                          f"Nothing was written.")
     suffixes = {Path(p).suffix.lower() for p in paths}
     if suffixes <= TEXT_SUFFIXES | JSON_SUFFIXES:
         check_encoding(paths, encoding_errors)
     if suffixes <= TEXT_SUFFIXES:
         return load_dataset("text", data_files=paths, split="train", sample_by="paragraph", encoding_errors=encoding_errors)
     if suffixes <= JSON_SUFFIXES:
+        for path in paths:
+            if Path(path).suffix.lower() == ".jsonl":
+                check_jsonl(path)
         ds = load_dataset("json", data_files=paths, split="train", encoding_errors=encoding_errors)
         if text_field not in ds.column_names:
             raise ConfigError(f"the records in {', '.join(paths)} have no field {text_field!r} (fields: {', '.join(ds.column_names)}); "
@@ -282,9 +317,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.tokenizer != "gpt2":
             name = f"openwebtext_{args.tokenizer}"
     else:
+        check_out_dir(Path(args.out) if args.out else _data_root() / args.name)
         dataset = load_local_files(args.files, args.text_field, args.encoding_errors)
         source, name, text_field = ", ".join(args.files), args.name, args.text_field
     out = Path(args.out) if args.out else _data_root() / name
+    check_out_dir(out)
     print(f"preparing {name} from {source}: {len(dataset):,} documents -> {out}")
     counts = prepare_hf_dataset(
         dataset, out, args.tokenizer, val_fraction=args.val_fraction, text_field=text_field,

@@ -48,10 +48,10 @@ from .atomic import describe_write_error
 from .config import Config, ConfigError, StoppedBySignal, TrainingDiverged, accum_per_rank, total_accum, validate
 from .curvature import ESTIMATORS
 from .data import BatchSampler, open_dataset
-from .distributed import DistInfo, all_ranks_agree, init_process_group, pick_device
+from .distributed import DistInfo, all_ranks_agree, free_memory, init_process_group, pick_device
 from .meter import StepMeter
 from .metrics import device_peak_flops, format_duration, open_run_log, read_metrics
-from .model import GPT, gpt_config
+from .model import GPT, gpt_config, parameter_count
 from .optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
 from .parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from .pretrained import check_tokenizer, load_init_weights
@@ -94,6 +94,7 @@ class Trainer:
             die_with_parent()  # a killed torchrun agent: SIGTERM, so this worker saves and stops instead of training on
         self.ptdtype = self._pick_dtype()
         self.autocast = torch.autocast(self.device.type, dtype=self.ptdtype) if self.ptdtype != torch.float32 else contextlib.nullcontext()
+        self._check_memory()
         torch.manual_seed(t.seed)
         self.model = GPT(self.gpt_config).to(self.device)
         if cfg.init_from and self.folder.resume_state is None:  # a resumed run has its own weights
@@ -140,6 +141,22 @@ class Trainer:
             self.start_step = self.last_saved_step = done["step"]
             self.best_val, self.elapsed_base = done["best_val"], done["elapsed_s"]
             self.folder.resume_state = None  # the weights are loaded: do not keep a second copy
+
+    def _check_memory(self) -> None:
+        """Refuse a model whose fp32 weights and gradients alone exceed the device's free memory (before
+        allocating: the allocator would fail deep inside, or the OS kill the process)."""
+        n = parameter_count(self.gpt_config)
+        shards = self.info.world_size if self.fsdp else 1
+        need, free = 8 * n // shards, free_memory(self.device)  # 4 bytes of weight + 4 of gradient per parameter
+        if free is not None and need > free:
+            g = self.gpt_config
+            raise ConfigError(
+                f"model {self.cfg.model.name} ({g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size}) has "
+                f"{n / 1e6:,.1f}M parameters: their fp32 weights and gradients alone need {need / 2**30:,.1f} GiB"
+                f"{f' per rank over {shards} FSDP shards' if shards > 1 else ''}, but {self.device} has {free / 2**30:,.1f} "
+                f"GiB free (the optimizer state needs more still). Choose a smaller model, or shard it with "
+                f"train.parallel=fsdp over more GPUs. Nothing was allocated."
+            )
 
     def _pick_dtype(self) -> torch.dtype:
         want = self.cfg.train.dtype

@@ -393,3 +393,86 @@ def test_a_vocabulary_the_dtype_cannot_hold_is_refused(byte_data, tmp_path):
     meta["vocab_size"] = 70_000  # uint16 holds 65,536 ids
     (d / "meta.json").write_text(json.dumps(meta))
     expect_error(tiny_overrides(d, tmp_path / "run"), "promises a vocabulary of 70000, which uint16 tokens cannot hold")
+
+
+# --- the rest of the audit's list: each a one-paragraph refusal before heavy work ---------------------
+@pytest.mark.parametrize("extra, optim, message", [
+    (["train.seed=-1"], "sophia_g", r"train.seed must be an integer in \[0, 2\*\*63\), got -1"),
+    (["train.seed=1180591620717411303424"], "sophia_g", r"train.seed must be an integer in \[0, 2\*\*63\)"),
+    (["optim.precondition_frequency=0"], "soap", "optim.precondition_frequency must be >= 1"),
+    (["optim.max_precond_dim=-1"], "soap", "optim.max_precond_dim must be >= 1"),
+    (["optim.hessian_power=-1"], "adahessian", r"optim.hessian_power must be a number in \[0, 1\], got -1"),
+    (["+optim.kwargs.momentum=-1"], "sgd", r"do not fit torch.optim.SGD: Invalid momentum value: -1"),
+    (["++optim.kwargs.rho=2"], "adadelta", r"do not fit torch.optim.Adadelta: Invalid rho value: 2"),
+    (["optim.momentum=nan"], "muon", r"optim.momentum must be a number in \[0, 1\), got nan"),
+    (["optim.momentum=1.5"], "muon", r"optim.momentum must be a number in \[0, 1\), got 1.5"),
+    (["optim.ns_steps=0"], "muon", "optim.ns_steps .* must be >= 1"),
+    (["optim.rho=inf"], "sophia_g", "optim.rho must be positive and finite, got inf"),
+    (["train.out_dir=''"], "sophia_g", "train.out_dir is empty"),
+    (["train.eval_iters=1000000000"], "sophia_g", "train.eval_iters=1000000000 batches per evaluation"),
+    (["model.n_layer=2000", "model.n_embd=8192", "model.n_head=8"], "adamw",
+     r"fp32 weights and gradients alone need [\d,.]+ GiB, but cpu has [\d,.]+ GiB free"),
+])
+def test_the_audits_remaining_bad_inputs_are_one_paragraph(byte_data, tmp_path, extra, optim, message):
+    out = cli(*tiny_overrides(byte_data, tmp_path / "run", optim=optim), *extra)  # the extra come last and win
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    import re
+
+    assert re.search(message, out.stderr), out.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_new_torch_optim_keyword_needs_a_plus_and_says_so():
+    out = cli("+model=tiny", "optim=sgd", "optim.kwargs.momentum=0.5")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "add one with +optim.kwargs.momentum=0.5" in out.stderr, out.stderr
+
+
+def test_fused_true_off_cuda_is_one_paragraph(byte_data, tmp_path):
+    env = {k: v for k, v in python_env().items() if k != "TRITON_INTERPRET"}  # the test suite's CPU interpreter off
+    out = subprocess.run([PYTHON, "-m", "sophia_train", *tiny_overrides(byte_data, tmp_path), "optim.fused=true"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "optim=sophia_g cannot be built on cpu: fused=True needs CUDA parameters" in out.stderr
+    assert "set optim.fused=false" in out.stderr
+
+
+@pytest.mark.parametrize("case", ["empty_txt", "broken_jsonl", "out_is_a_file"])
+def test_prepare_files_bad_inputs(tmp_path, case):
+    good = tmp_path / "good.txt"
+    good.write_text("\n\n".join(f"Paragraph {i} of some text." for i in range(40)))
+    out_dir = tmp_path / "out"
+    if case == "empty_txt":
+        f, message = tmp_path / "empty.txt", "is empty: there is no text to prepare"
+        f.write_text("")
+    elif case == "broken_jsonl":
+        f, message = tmp_path / "docs.jsonl", "docs.jsonl, line 2, is not valid JSON"
+        f.write_text('{"text": "fine"}\n{"text": broken\n')
+    else:
+        f, message = good, "cannot be the dataset folder"
+        out_dir.write_text("I am a file")
+    out = prepare("files", "x", str(f), "--out", str(out_dir), "--tokenizer", "byte")
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not (out_dir / "meta.json").exists()
+
+
+def test_a_benchmark_worker_refused_by_a_lock_is_one_paragraph(byte_data, tmp_path):
+    from sophia_train import benchmark as bm
+    from sophia_train.checkpoint import RunFolderLock
+
+    out = tmp_path / "bench"
+    profile = bm.PROFILES["quick"]
+    size, optim = profile.sizes[0], "adamw"
+    point = {k: grid[len(grid) // 2] for k, grid in profile.spaces[optim].items()}
+    folder = out / "runs" / bm.run_name(size, optim, point, size.steps[1], profile.seeds[0])
+    folder.mkdir(parents=True)
+    lock = RunFolderLock(folder).acquire()  # another benchmark (or a person) is training in that folder
+    try:
+        done = subprocess.run([PYTHON, "-m", "sophia_train.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
+                               str(byte_data), "--optims", "adamw", "--threads", "1"], cwd=REPO, env=python_env(),
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        lock.release()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "is in use by another run" in done.stderr

@@ -112,7 +112,7 @@ def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> tor
         cls = whole_tensor_class(cls)
     try:
         return cls(groups, lr=cfg.lr, **dict(cfg.kwargs))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown keyword, or a value torch refuses (momentum -1, rho 2)
         raise ConfigError(f"optim.kwargs {dict(cfg.kwargs)} do not fit torch.optim.{cfg.torch_class}: {e}.") from None
 
 
@@ -136,7 +136,14 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     builder = BUILDERS.get(type(cfg))
     if builder is None:
         raise ConfigError(f"no optimizer builder for config type {type(cfg).__name__} (optim={cfg.name}).")
-    return builder(model, cfg, device)
+    try:
+        return builder(model, cfg, device)
+    except ValueError as e:  # what a constructor refuses (fused=true off CUDA, a value out of its range)
+        if isinstance(e, ConfigError):
+            raise
+        hint = (" Leave optim.fused unset (the Triton kernel is then used on CUDA when triton is installed) or set "
+                "optim.fused=false." if getattr(cfg, "fused", None) else "")
+        raise ConfigError(f"optim={cfg.name} cannot be built on {device}: {e}.{hint}") from None
 
 
 def hessian_estimator(cfg: OptimConfig) -> str | None:
