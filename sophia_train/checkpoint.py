@@ -224,10 +224,7 @@ def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any
     """The run-defining settings that differ from the checkpoint's config; refuse any not in ``train.resume_allow``."""
     now = OmegaConf.to_container(OmegaConf.structured(cfg))
     allow = set(cfg.train.resume_allow)
-    known = known_config_keys(now)
-    unknown = sorted(a for a in allow if a not in known and not any(k.startswith(f"{a}.") for k in known))
-    if unknown:
-        raise ConfigError(f"train.resume_allow names {', '.join(unknown)}, which are not config keys (e.g. optim.lr, train.max_steps).")
+    check_resume_allow(cfg)
     changes = config_changes(saved, now)
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
@@ -242,6 +239,14 @@ def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any
         )
     refuse_fixed_fields(changes)
     return changes
+
+
+def check_resume_allow(cfg: Config) -> None:
+    """Refuse ``train.resume_allow`` entries that name no config key (on every run, not only on a resume)."""
+    known = known_config_keys(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    unknown = sorted(a for a in cfg.train.resume_allow if a not in known and not any(k.startswith(f"{a}.") for k in known))
+    if unknown:
+        raise ConfigError(f"train.resume_allow names {', '.join(unknown)}, which are not config keys (e.g. optim.lr, train.max_steps).")
 
 
 def _allowed(key: str, allow: set[str]) -> bool:
@@ -347,6 +352,7 @@ def open_run_folder(cfg: Config, model_config: dict[str, Any], is_main: bool, da
                                                  for p in sharded.remove_stale(path / name)]
         for p in stale:
             print(f"removed {p.relative_to(path)}, left by a killed run (an unfinished save)", flush=True)
+    check_resume_allow(cfg)
     state = checkpoint_to_resume(cfg, model_config, path / CHECKPOINT_NAME, dataset)
     changes = vet_resume_config(cfg, state.get("config", {})) if state is not None else {}
     return RunFolder(path, lock, state, changes, sharded=cfg.train.parallel == "fsdp")

@@ -52,7 +52,7 @@ def verify_zip_checksums(path: Path) -> None:
                 return
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ConfigError(f"the checkpoint {path} ({size:,} bytes) is not a whole checkpoint file ({type(e).__name__}: {e}): "
+        raise ConfigError(f"the checkpoint {path} ({size:,} bytes) cannot be read as a whole checkpoint file ({type(e).__name__}: {e}): "
                           f"it is truncated, damaged or not a sophia_train checkpoint. {LEFT_UNTOUCHED}") from None
     if bad is not None:
         raise ConfigError(

@@ -476,3 +476,10 @@ def test_a_benchmark_worker_refused_by_a_lock_is_one_paragraph(byte_data, tmp_pa
         lock.release()
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "is in use by another run" in done.stderr
+
+
+def test_a_torch_keyword_of_the_wrong_kind_and_an_unknown_resume_allow_are_refused_on_a_new_run(byte_data, tmp_path):
+    expect_error(tiny_overrides(byte_data, tmp_path, "+optim.kwargs.amsgrad=maybe", optim="adam"),
+                 "optim.kwargs.amsgrad must be true or false for torch.optim.Adam, got 'maybe'")
+    expect_error(tiny_overrides(byte_data, tmp_path / "b", "train.resume_allow=[optim.rhoo]"),
+                 "train.resume_allow names optim.rhoo, which are not config keys")

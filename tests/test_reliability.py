@@ -398,7 +398,7 @@ def test_flipped_bytes_in_a_checkpoint_are_detected(byte_data, tmp_path):
 
 @pytest.mark.parametrize("damage, match", [
     ("empty", r"is empty \(0 bytes\)"),
-    ("truncated", r"is not a whole checkpoint file"),
+    ("truncated", r"cannot be read as a whole checkpoint file"),
     ("no_optimizer", r"cannot be resumed: it has no optimizer state"),
     ("negative_step", r"cannot be resumed: its step is -3, not a count of steps"),
     ("wrong_weight_shape", r"does not fit this run's model \(.*size mismatch"),

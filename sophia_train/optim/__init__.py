@@ -103,10 +103,23 @@ def _muon(model: nn.Module, cfg: MuonConfig, device: torch.device) -> torch.opti
 WHOLE_TENSOR_RULES = ("Adafactor",)
 
 
+def check_keyword_types(cls: type, kwargs: dict) -> None:
+    """Refuse a keyword whose value is not of its default's kind (torch takes ``amsgrad="maybe"`` as true)."""
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"optim.kwargs.{key} must be true or false for torch.optim.{cls.__name__}, got {value!r}.")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, (str, bool)) or not isinstance(value, (int, float))):
+            raise ConfigError(f"optim.kwargs.{key} must be a number for torch.optim.{cls.__name__}, got {value!r}.")
+
+
 def _torch(model: nn.Module, cfg: TorchOptimConfig, device: torch.device) -> torch.optim.Optimizer:
     cls = getattr(torch.optim, cfg.torch_class, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"optim.torch_class={cfg.torch_class!r} is not an optimizer of this torch ({torch.__version__}).")
+    check_keyword_types(cls, dict(cfg.kwargs))
     groups = param_groups(model, cfg.weight_decay)
     if cfg.torch_class in WHOLE_TENSOR_RULES and any(is_sharded(p) for g in groups for p in g["params"]):
         cls = whole_tensor_class(cls)
