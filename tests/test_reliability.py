@@ -466,3 +466,24 @@ def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(byte_data, tm
         assert _wait_gone(workers) == [], "benchmark workers kept training after their parent died"
     finally:
         parent.kill()
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_sharded_save_gives_the_disk_full_message(byte_data, tmp_path, monkeypatch):
+    import torch.distributed.checkpoint as dcp
+
+    import sophia_train.sharded_checkpoint as sharded
+
+    args = tiny_overrides(byte_data, tmp_path, "train.max_steps=8", "train.ckpt_interval=2", "train.parallel=fsdp", optim="adamw")
+    Trainer(compose([*args, "train.stop_after_step=4"])).fit()
+    before = sharded.latest(tmp_path / "ckpt.dcp")
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(dcp, "save", full)
+    monkeypatch.setattr(sharded, "disk_is_full", lambda folder, margin=1 << 20: True)
+    with pytest.raises(ConfigError, match=r"could not write the checkpoint of step 6 to .*ckpt.dcp: the disk is full\. .*"
+                                          r"the last checkpoint \(.*ckpt.dcp, step 4\) is intact"):
+        Trainer(compose([*args, "train.resume=true"])).fit()
+    assert sharded.latest(tmp_path / "ckpt.dcp") == before and not list((tmp_path / "ckpt.dcp").glob("*.tmp"))
