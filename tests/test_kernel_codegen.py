@@ -49,3 +49,32 @@ def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_access
         assert widths == ("32-bit" if "n%16!=0" in variant else "128-bit"), (arch, kernel, variant, widths)
     fp32_sophia = [r for r in rows if r[1] == "sophia_step" and r[2].startswith("fp32")]
     assert all(float(r[3]) == 16 and float(r[4]) == 8 for r in fp32_sophia)  # read p, g, m, h; write p, m
+
+
+def test_the_optimizers_and_kernels_import_from_a_plain_checkout(tmp_path):
+    """A venv where the project is not installed (only its dependencies are on the path) and PYTHONPATH=<repo>:
+    the machine that runs the device checks. Constructing SophiaG/Lion/S3, fused under the interpreter too."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    from conftest import REPO
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch etc., not the editable install
+    code = ("import sys, torch\n"
+            "try:\n    import sophia_train_kernels\n    sys.exit('installed: not a plain checkout')\nexcept ModuleNotFoundError: pass\n"
+            "from sophia_train.optim import Lion, SoftSignSGD, SophiaG\n"
+            "for cls in (SophiaG, Lion, SoftSignSGD):\n"
+            "    for fused in (False, True):\n"
+            "        p = torch.nn.Parameter(torch.ones(4)); opt = cls([p], lr=0.1, fused=fused); p.grad = torch.ones(4)\n"
+            "        opt.step(**({'bs': 4} if cls is SophiaG else {}))\n"
+            "import sophia_train_kernels.codegen\n"
+            "print('ok', sophia_train_kernels.__file__)\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "TRITON_INTERPRET": "1", "HOME": str(tmp_path)}
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok") and str(REPO / "kernels") in done.stdout

@@ -28,6 +28,7 @@ import torch
 
 from ..model import round_up
 from ..parallel import is_sharded
+from .kernels import kernels
 
 #: Element alignment of every parameter inside a flat buffer (GPT-2 shapes need no padding at all).
 ALIGN = 64
@@ -155,8 +156,7 @@ class FusedFlatMixin:
     _flat: list[tuple[int, FlatGroup]]
 
     def _setup_fused(self, fused: bool | None, maximize: bool = False) -> None:
-        from sophia_train_kernels import TRITON_AVAILABLE
-        from sophia_train_kernels.sophia import INTERPRET
+        TRITON_AVAILABLE, INTERPRET = kernels().TRITON_AVAILABLE, kernels().sophia.INTERPRET
 
         self._flat = []
         self.fused_fallback: str | None = None  # why fused=True could not be honoured (logged in the banner)

@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 from ..config import LionConfig
 from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
+from .kernels import kernels
 
 
 class Lion(FusedFlatMixin, Optimizer):
@@ -45,7 +46,7 @@ class Lion(FusedFlatMixin, Optimizer):
         """One Lion update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
         if self._flat:
-            from sophia_train_kernels import lion_step_
+            lion_step_ = kernels().lion_step_
 
             for group, param, grad, state, _ in self.fused_stretches():
                 lion_step_(param, grad, state["m"], lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],

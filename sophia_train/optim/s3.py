@@ -24,6 +24,7 @@ from torch.optim import Optimizer
 from ..config import S3Config
 from ._common import evaluate_closure, lazy_state, unfused_update
 from .flat import FusedFlatMixin
+from .kernels import kernels
 
 
 class SoftSignSGD(FusedFlatMixin, Optimizer):
@@ -65,7 +66,7 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
         """One S3 update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
         if self._flat:
-            from sophia_train_kernels import s3_step_
+            s3_step_ = kernels().s3_step_
 
             for group, param, grad, state, _ in self.fused_stretches():
                 s3_step_(param, grad, state["m"], state["s"], lr=group["lr"], wd=group["weight_decay"], beta=group["beta"],

@@ -31,6 +31,7 @@ from ..parallel import shard_group, sharded_sum
 from ._common import evaluate_closure, global_norm, lazy_state, unfused_update
 from .contract import CurvatureOptimizer
 from .flat import FusedFlatMixin
+from .kernels import kernels
 
 
 class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
@@ -119,7 +120,7 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
         holds the gradient of the loss on labels sampled from the model.
         """
         if self._flat:
-            from sophia_train_kernels import hessian_ema_
+            hessian_ema_ = kernels().hessian_ema_
 
             for group, fg in self.flat_groups():
                 if hessian_estimates is None:  # h_hat = g ⊙ g, squared by the kernel (once more for a second moment)
@@ -151,7 +152,7 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
         counts: list[torch.Tensor] = []
         total = 0
         if self._flat:
-            from sophia_train_kernels import sophia_step_
+            sophia_step_ = kernels().sophia_step_
 
             for group, param, grad, state, padding in self.fused_stretches():
                 count = torch.zeros(1, dtype=torch.int64, device=param.device)
