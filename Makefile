@@ -1,7 +1,7 @@
 # sophia_train — common tasks. Everything runs inside a local virtualenv ($(VENV)).
 #   make demo    install, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
 #   make test    install, lint (ruff), run the test suite (CPU only)
-#   make lint    ruff check (style and imports; settings in pyproject.toml)
+#   make lint    ruff check (style and imports) and lint-imports (import layers, no cycle; both set in pyproject.toml)
 #   make bench   step time Sophia-G vs AdamW, the Sophia update side by side, what the kernels compile to
 # GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
 
@@ -49,6 +49,7 @@ demo: install data
 
 lint: install
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports
 
 test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

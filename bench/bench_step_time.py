@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from sophia_train.config import compose_config
+from sophia_train.compose import compose_config
 from sophia_train.trainer import Trainer
 
 

@@ -17,8 +17,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .compose import check_known_keys, precheck
-from .config import ConfigError, StoppedBySignal, TrainingDiverged, config_dir, register_configs
+from .compose import check_known_keys, config_dir, precheck, register_configs
+from .errors import ConfigError, StoppedBySignal, TrainingDiverged
 from .stop_signals import EXIT_STOPPED
 
 CONFIG_DIR = config_dir()

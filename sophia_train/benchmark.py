@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .config import ConfigError, StoppedBySignal, TrainingDiverged, compose_config
+from .compose import compose_config
 from .cpu_benchmark import final_val, tune
+from .errors import ConfigError, StoppedBySignal, TrainingDiverged
 from .metrics import format_duration, read_metrics
 from .stop_signals import EXIT_STOPPED, die_with_parent
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .config import config_dir
+from .compose import config_dir
 
 
 def worker_args(cfg: DictConfig, out: str) -> list[str]:

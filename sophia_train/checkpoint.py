@@ -30,8 +30,9 @@ from omegaconf import OmegaConf
 
 from . import sharded_checkpoint as sharded
 from .atomic import atomic_write, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
-from .config import Config, ConfigError
+from .config import Config
 from .data import dataset_differences
+from .errors import ConfigError
 from .integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
 from .parallel import is_sharded, local
 from .resume_changes import refuse_fixed_fields

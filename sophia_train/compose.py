@@ -1,5 +1,11 @@
-"""Hydra's side of the command line: unknown keys in every spelling, and Hydra's errors as one paragraph.
+"""Hydra's side: the schemas' registration, composition, and the one translation of Hydra's errors.
 
+``register_configs`` stores the schemas of ``config.py`` in Hydra's ConfigStore (and the paper's
+resolvers); ``compose_config`` builds the typed config a command line would; ``config_dir`` finds the
+yaml configs. This module sits above the schemas: ``config.py`` imports nothing of the project but the
+errors.
+
+Unknown keys in every spelling, and Hydra's errors as one paragraph:
 Hydra refuses ``optim.rhoo=1`` (the schema has no such field) but suggests ``+optim.rhoo=1``, and a key
 added with ``+`` or ``++`` is accepted into the composed config and then dropped by
 ``OmegaConf.to_object``: the run trains without the setting and exits 0. ``check_known_keys`` compares
@@ -12,12 +18,17 @@ words with exit code 2.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from .config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig
+from .errors import ConfigError
+from .paper import paper_attn_scale, paper_peak_lr
+from .pretrained import apply_init_from
 
 #: Command-line flags that change what Hydra composes or do not train: the precheck leaves those to Hydra.
 _HYDRA_FLAGS = ("-m", "--multirun")
@@ -82,8 +93,6 @@ def translate_hydra_error(e: BaseException) -> ConfigError:
                            f"one is added with a +: add one with +{table}.{name}={value.group(1) if value else 'VALUE'} (++ adds "
                            f"or replaces).")
     if key:
-        from .config import Config
-
         return ConfigError(unknown_key_message(key.lstrip("+~"), _flat_keys(_schema_keys(Config)) | _optim_keys()))
     head, _, options = text.partition("Available options in")
     message = ": ".join(part for part in (" ".join(_clean_lines(head)), " ".join(_clean_lines(cause)[:1])) if part)
@@ -98,8 +107,6 @@ def _schema_keys(schema: type) -> dict:
 
 
 def _optim_keys() -> set[str]:
-    from .config import OPTIM_SCHEMAS
-
     return {f"optim.{k}" for schema in OPTIM_SCHEMAS.values() for k in _flat_keys(_schema_keys(schema))}
 
 
@@ -126,7 +133,7 @@ def _first_values(argv: list[str]) -> list[str] | None:
     return out
 
 
-def precheck(argv: list[str], config_dir: str) -> None:
+def precheck(argv: list[str], folder: str) -> None:
     """Compose the command line ``argv`` once (a multirun's first job) and raise ``ConfigError`` for what
     Hydra would refuse, before Hydra prints its own traceback-like text; flags other than ``-m`` skip it."""
     if any(a.startswith("-") and a not in _HYDRA_FLAGS for a in argv):
@@ -139,7 +146,61 @@ def precheck(argv: list[str], config_dir: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        with initialize_config_dir(config_dir=folder, version_base="1.3"):
             compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise translate_hydra_error(e) from None
+
+
+def register_configs() -> None:
+    """Register the root and group schemas with Hydra's ConfigStore, and the paper resolvers."""
+    from hydra.core.config_store import ConfigStore
+
+    for name, fn in (("paper_lr", paper_peak_lr), ("paper_attn_scale", paper_attn_scale)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    # Schemas live in their own groups (schema/<group>/<name>), which each yaml names in its defaults
+    # list: stored in the groups themselves they would be offered as choices (optim=sophia_schema).
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/train", name="train", node=TrainConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    for name, schema in OPTIM_SCHEMAS.items():
+        cs.store(group="schema/optim", name=name, node=schema)
+
+
+def config_dir() -> str:
+    """The Hydra config folder: $SOPHIA_CONFIG_DIR, else the installed package's ``sophia_train/configs``
+    (``pip install .`` puts them there), else the checkout's ``configs/``."""
+    if os.environ.get("SOPHIA_CONFIG_DIR"):
+        return os.environ["SOPHIA_CONFIG_DIR"]
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return str(installed if (installed / "config.yaml").is_file() else here.parent / "configs")
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """The typed config the command line ``python -m sophia_train *overrides`` would build."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+
+    from .compose import check_known_keys, translate_hydra_error
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            node = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise translate_hydra_error(e) from None
+    apply_init_from(node)
+    try:
+        typed = OmegaConf.to_object(node)
+    except InterpolationResolutionError as e:
+        raise ConfigError(str(e).splitlines()[0].split("resolving interpolation: ", 1)[-1]) from None
+    check_known_keys(node, typed)
+    return typed

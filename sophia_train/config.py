@@ -13,17 +13,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-
-class ConfigError(ValueError):
-    """A configuration or input problem the user can fix; printed as one paragraph, no traceback."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last checkpoint on disk is untouched."""
-
-
-class StoppedBySignal(RuntimeError):
-    """A stop signal (SIGTERM, SIGINT, SIGUSR1) ended the run after it saved a checkpoint of its last step."""
+from .errors import ConfigError, StoppedBySignal, TrainingDiverged  # noqa: F401  (re-exported)
 
 
 def in_range(name: str, value: Any, lo: float, hi: float, lo_closed: bool = True, hi_closed: bool = False) -> None:
@@ -39,11 +29,8 @@ def _finite(x: Any) -> bool:
 
 
 def check_curvature_hook(o: Any) -> None:
-    """The curvature-hook fields Sophia and AdaHessian share: an estimator of the registry, k >= 1, a fraction in (0, 1]."""
-    from .curvature import ESTIMATORS  # the one registry of estimators
-
-    names = (*ESTIMATORS, "none")
-    _require(o.estimator in names, f"optim.estimator must be one of {', '.join(names)}, got {o.estimator!r}.")
+    """The curvature-hook fields Sophia and AdaHessian share: k >= 1, a fraction in (0, 1]. (The estimator's
+    name is checked beside the registry of estimators: ``curvature.check_estimator``.)"""
     _require(o.hess_interval >= 1, f"optim.hess_interval must be >= 1, got {o.hess_interval}.")
     in_range("optim.hess_fraction", o.hess_fraction, 0, 1, lo_closed=False, hi_closed=True)
 
@@ -372,29 +359,6 @@ OPTIM_SCHEMAS: dict[str, type] = {
 }
 
 
-def register_configs() -> None:
-    """Register the root and group schemas with Hydra's ConfigStore, and the paper resolvers."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from .paper import paper_attn_scale, paper_peak_lr
-
-    for name, fn in (("paper_lr", paper_peak_lr), ("paper_attn_scale", paper_attn_scale)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
-
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    # Schemas live in their own groups (schema/<group>/<name>), which each yaml names in its defaults
-    # list: stored in the groups themselves they would be offered as choices (optim=sophia_schema).
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/train", name="train", node=TrainConfig)
-    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    for name, schema in OPTIM_SCHEMAS.items():
-        cs.store(group="schema/optim", name=name, node=schema)
-
-
 def _require(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -476,41 +440,3 @@ def accum_per_rank(total: int, world_size: int) -> int:
             f"(train.grad_accum then counts micro-batches per process and the global batch grows with the process count)."
         )
     return per_rank
-
-
-def config_dir() -> str:
-    """The Hydra config folder: $SOPHIA_CONFIG_DIR, else the installed package's ``sophia_train/configs``
-    (``pip install .`` puts them there), else the checkout's ``configs/``."""
-    import os
-    from pathlib import Path
-
-    if os.environ.get("SOPHIA_CONFIG_DIR"):
-        return os.environ["SOPHIA_CONFIG_DIR"]
-    here = Path(__file__).resolve().parent
-    installed = here / "configs"
-    return str(installed if (installed / "config.yaml").is_file() else here.parent / "configs")
-
-
-def compose_config(overrides: list[str]) -> Config:
-    """The typed config the command line ``python -m sophia_train *overrides`` would build."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
-
-    from .compose import check_known_keys, translate_hydra_error
-    from .pretrained import apply_init_from
-
-    register_configs()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            node = compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise translate_hydra_error(e) from None
-    apply_init_from(node)
-    try:
-        typed = OmegaConf.to_object(node)
-    except InterpolationResolutionError as e:
-        raise ConfigError(str(e).splitlines()[0].split("resolving interpolation: ", 1)[-1]) from None
-    check_known_keys(node, typed)
-    return typed

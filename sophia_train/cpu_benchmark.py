@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .config import compose_config
+from .compose import compose_config
 from .metrics import read_metrics
 from .trainer import Trainer
 

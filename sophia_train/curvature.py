@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .distributed import all_reduce_mean_
+from .errors import ConfigError
 from .model import upcast
 from .parallel import is_sharded, like_param
 
@@ -235,3 +236,11 @@ ESTIMATORS: dict[str, Estimator] = {
     "hutchinson": Estimator("hutchinson", _hutchinson, cost=5.0 / 3.0, plain_module=True),  # + a double backward
     "empirical_fisher": Estimator("empirical_fisher", empirical_fisher_estimate, cost=0.0, plain_module=False),
 }
+
+
+def check_estimator(optim_cfg: object) -> None:
+    """Refuse an ``optim.estimator`` that is not in ``ESTIMATORS`` (or ``none``); optimizers without one pass."""
+    name = getattr(optim_cfg, "estimator", None)
+    names = (*ESTIMATORS, "none")
+    if name is not None and name not in names:
+        raise ConfigError(f"optim.estimator must be one of {', '.join(names)}, got {name!r}.")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, atomic_write_text
-from .config import ConfigError
+from .errors import ConfigError
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")

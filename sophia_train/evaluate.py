@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_savefig, atomic_write_text
-from .config import ConfigError
+from .errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "sophia_fig5": {"tasks": ["boolq", "cb", "copa", "sglue_rte"], "num_fewshot": 2, "fewshot_seeds": 5},

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_text
-from .config import ConfigError
+from .errors import ConfigError
 from .model import GPT, GPTConfig
 
 #: Hugging Face's names for the GELU variants, and which of ours each one is.

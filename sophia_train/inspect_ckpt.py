@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from .checkpoint import load_checkpoint, saved_model_config
-from .config import ConfigError
+from .errors import ConfigError
 from .sample import checkpoint_file, val_loss_at
 
 

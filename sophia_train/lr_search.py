@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .config import TrainingDiverged, compose_config
+from .compose import compose_config
+from .errors import TrainingDiverged
 from .trainer import Trainer
 
 PAPER_LR_LIST = [6e-4, 4e-4, 3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6e-5, 4e-5]

@@ -64,7 +64,7 @@ def _bytes(tensors, world: int | None) -> int:
 def build_on_meta(model_name: str, optim_name: str, vocab_size: int = 50257):
     """The model ``+model=model_name`` and optimizer ``optim=optim_name`` on the meta device, after one
     step (so the optimizer's state exists)."""
-    from .config import compose_config
+    from .compose import compose_config
     from .model import GPT, gpt_config
     from .optim import build_optimizer, optimizer_step
 
@@ -119,7 +119,7 @@ def _rss_bytes() -> int:
 
 def measure(overrides: list[str]) -> dict:
     """Train with ``overrides`` (under torchrun or alone); this rank's peak RSS above its start, in bytes."""
-    from .config import compose_config
+    from .compose import compose_config
     from .distributed import destroy_process_group, dist_info_from_env
     from .trainer import Trainer
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/memory_table.py``: the computed table (and with ``--measure-data`` the measured CPU one)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--measure":  # one rank of a measured run (started by measured_table)
-        from .config import compose_config
+        from .compose import compose_config
 
         out_dir = Path(compose_config(argv[1:]).train.out_dir)
         result = measure(argv[1:])

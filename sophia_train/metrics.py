@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_text, describe_write_error
-from .config import ConfigError
+from .errors import ConfigError
 
 # Dense bf16 peak FLOP/s by device-name substring (vendor datasheets, without sparsity).
 GPU_PEAK_FLOPS = {

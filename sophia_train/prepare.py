@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import ConfigError
 from .corpus import default_corpus_text
 from .data import SPLITS, write_meta, write_split
+from .errors import ConfigError
 from .tokenizer import get_tokenizer
 
 TEXT_SUFFIXES = {".txt", ".text", ".md"}

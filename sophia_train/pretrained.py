@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 from .model import GPT
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd")  # must agree with a +model the user chose

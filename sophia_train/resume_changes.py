@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .config import ConfigError
+from .errors import ConfigError
 
 #: Optimizer fields the training loop reads from the config itself, so a resumed run applies them as is:
 #: the peak LR (through the schedule, which sets every group's LR each step) and the curvature hook's settings.

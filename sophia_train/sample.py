@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .checkpoint import CHECKPOINT_NAME, checkpoint_at, load_checkpoint, saved_model_config
-from .config import ConfigError
+from .errors import ConfigError
 from .metrics import read_metrics
 from .model import GPT, GPTConfig
 from .sharded_checkpoint import SHARDED_NAME

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .atomic import atomic_write, disk_is_full
-from .config import ConfigError
+from .errors import ConfigError
 from .integrity import damaged_shards_message, shard_checksums, verify_shards
 
 SHARDED_NAME = "ckpt.dcp"
@@ -214,25 +214,3 @@ def restore_from_single_file(state: dict[str, Any], model: nn.Module, optimizer:
     full = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, state["model"], options=full)
     set_optimizer_state_dict(model, optimizer, optimizer_by_name(state["optimizer"], order), options=full)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``sophia-convert-ckpt RUN [--out FILE]``: write an FSDP run's sharded checkpoint as one file."""
-    import argparse
-
-    from .checkpoint import checkpoint_at, save_checkpoint
-
-    ap = argparse.ArgumentParser(description="Turn a sharded (FSDP) checkpoint into the one-file ckpt.pt layout.")
-    ap.add_argument("run", help="run folder of an FSDP run, or its ckpt.dcp / best.dcp folder")
-    ap.add_argument("--out", help="file to write (default: RUN/ckpt.pt, or best.pt for best.dcp)")
-    args = ap.parse_args(argv)
-    source = checkpoint_at(args.run)
-    folder = latest(source) if (source / LATEST).is_file() else None
-    if folder is None:
-        raise SystemExit(f"error: {args.run} holds no sharded checkpoint (a ckpt.dcp folder with a LATEST file).")
-    out = Path(args.out) if args.out else source.parent / ("best.pt" if source.name == BEST_SHARDED_NAME else "ckpt.pt")
-    state = to_single_file(folder)
-    save_checkpoint(state, out)
-    print(f"wrote {out}: step {state['step']}, {len(state['model'])} tensors of weights, optimizer state for "
-          f"{len(state['optimizer']['state'])} parameters (from {folder})")
-    return 0

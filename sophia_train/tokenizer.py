@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,11 @@ import torch.nn as nn
 from . import checkpoint as ckpt
 from . import sharded_checkpoint
 from .atomic import describe_write_error
-from .config import Config, ConfigError, StoppedBySignal, TrainingDiverged, accum_per_rank, total_accum, validate
-from .curvature import ESTIMATORS
+from .config import Config, accum_per_rank, total_accum, validate
+from .curvature import ESTIMATORS, check_estimator
 from .data import BatchSampler, open_dataset
 from .distributed import DistInfo, all_ranks_agree, free_memory, init_process_group, pick_device
+from .errors import ConfigError, StoppedBySignal, TrainingDiverged
 from .meter import StepMeter
 from .metrics import device_peak_flops, format_duration, open_run_log, read_metrics
 from .model import GPT, gpt_config, parameter_count
@@ -66,6 +67,7 @@ class Trainer:
     def __init__(self, cfg: Config, info: DistInfo | None = None):
         self.cfg, self.info, t = cfg, info or DistInfo(), cfg.train
         validate(cfg, self.info.world_size)
+        check_estimator(cfg.optim)
         self.device = pick_device(t.device, self.info)
         self.total_accum = total_accum(t, self.info.world_size)  # micro-batches per step over all ranks
         self.accum = accum_per_rank(self.total_accum, self.info.world_size)

@@ -44,7 +44,7 @@ def byte_data(tmp_path_factory) -> Path:
 
 def compose(overrides: list[str]):
     """Compose the real Hydra config with ``overrides`` and return the typed ``Config`` object."""
-    from sophia_train.config import compose_config
+    from sophia_train.compose import compose_config
 
     return compose_config(overrides)
 

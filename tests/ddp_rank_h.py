@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from sophia_train.config import compose_config
+from sophia_train.compose import compose_config
 from sophia_train.distributed import dist_info_from_env
 from sophia_train.trainer import Trainer
 

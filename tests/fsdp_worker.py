@@ -4,7 +4,7 @@ process group, each into OUT_ROOT/<optim>: ``fsdp_worker.py OUT_ROOT OPTIM[,OPTI
 import sys
 from pathlib import Path
 
-from sophia_train.config import compose_config
+from sophia_train.compose import compose_config
 from sophia_train.distributed import destroy_process_group, dist_info_from_env
 from sophia_train.trainer import Trainer
 

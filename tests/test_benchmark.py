@@ -137,7 +137,7 @@ def _compose_benchmark_job(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from sophia_train.config import config_dir
+    from sophia_train.compose import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return hydra_compose("benchmark", overrides=overrides, return_hydra_config=True)
@@ -165,7 +165,7 @@ def test_training_multiruns_compose_with_the_slurm_launcher():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from sophia_train.config import config_dir, register_configs
+    from sophia_train.compose import config_dir, register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -53,7 +53,7 @@ def hydra_node(overrides):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
-    from sophia_train.config import config_dir, register_configs
+    from sophia_train.compose import config_dir, register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

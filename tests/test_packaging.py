@@ -48,7 +48,7 @@ def test_non_editable_install_composes_configs_from_any_folder(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SOPHIA_CONFIG_DIR")}
-    where = subprocess.run([py, "-c", "import sophia_train, sophia_train.config as c; print(sophia_train.__file__); print(c.config_dir())"],
+    where = subprocess.run([py, "-c", "import sophia_train, sophia_train.compose as c; print(sophia_train.__file__); print(c.config_dir())"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr[-2000:]
     module_file, configs = where.stdout.split()

@@ -17,7 +17,6 @@ import torch.nn as nn
 from ..config import (
     AdaHessianConfig,
     AdamWConfig,
-    ConfigError,
     KronConfig,
     LionConfig,
     MuonConfig,
@@ -29,6 +28,7 @@ from ..config import (
     SophiaHConfig,
     TorchOptimConfig,
 )
+from ..errors import ConfigError
 from ..parallel import is_sharded
 from .adahessian import AdaHessian
 from .contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature

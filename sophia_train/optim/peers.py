@@ -12,7 +12,8 @@ import warnings
 
 import torch
 
-from ..config import ConfigError, KronConfig, SOAPConfig
+from ..config import KronConfig, SOAPConfig
+from ..errors import ConfigError
 
 
 def require_heavyball():
