@@ -22,12 +22,15 @@ view stays aligned for cuBLAS. Padding elements stay zero in every buffer (no vi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..model import round_up
 from ..parallel import is_sharded
+from ._common import unfused_update
 from .kernels import kernels
 
 #: Element alignment of every parameter inside a flat buffer (GPT-2 shapes need no padding at all).
@@ -215,6 +218,31 @@ class FusedFlatMixin:
             for sl, n in fg.stretches(fg.has_grad):  # parameters without a gradient are left alone
                 yield group, fg.param_buf[sl], fg.grad_buf[sl], {k: v[sl] for k, v in fg.state.items()}, sl.stop - sl.start - n
             self._count_step(fg)
+
+    def flat_step(self, fused: Callable[..., Any], state_lists: Callable[[list[torch.Tensor]], list[list[torch.Tensor]]],
+                  **kwargs: Any) -> list[Any]:
+        """The one ``step`` skeleton of the flat-buffer optimizers (Sophia, Lion, S3): on the fused path
+        ``fused(group, param, grad, state, padding)`` for each stretch of the flat buffers (``kernels()``
+        provides the kernel), else, per group, the parameters with a gradient, their state buffers
+        (``state_lists(params)``: one list per buffer) and the class's ``_update_per_tensor`` or
+        ``_update_foreach`` (``foreach=False`` picks the first). Returns what the updates returned, in order."""
+        out: list[Any] = []
+        if self._flat:
+            for group, param, grad, state, padding in self.fused_stretches():
+                out.append(fused(group, param, grad, state, padding))
+            return out
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            grads = [p.grad for p in params]
+            if group.get("maximize"):
+                grads = torch._foreach_neg(grads)
+            out += unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, *state_lists(params),
+                                  **kwargs)
+        return out
 
     def _count_step(self, fg: FlatGroup) -> None:
         """Advance the step counter the group's parameters share (one tensor for all of them)."""

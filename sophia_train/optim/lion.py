@@ -15,7 +15,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import LionConfig
-from ._common import evaluate_closure, lazy_state, unfused_update
+from ._common import evaluate_closure, lazy_state
 from .flat import FusedFlatMixin
 from .kernels import kernels
 
@@ -45,18 +45,12 @@ class Lion(FusedFlatMixin, Optimizer):
     def step(self, closure: Callable[[], float] | None = None):
         """One Lion update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
-        if self._flat:
-            lion_step_ = kernels().lion_step_
 
-            for group, param, grad, state, _ in self.fused_stretches():
-                lion_step_(param, grad, state["m"], lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],
-                           beta2=group["betas"][1])
-            return loss
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            ms = [lazy_state(self.state[p], p, ("m",))["m"] for p in params]
-            grads = [p.grad for p in params]
-            unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms)
+        def fused(group, param, grad, state, _padding):
+            kernels().lion_step_(param, grad, state["m"], lr=group["lr"], wd=group["weight_decay"], beta1=group["betas"][0],
+                                 beta2=group["betas"][1])
+
+        self.flat_step(fused, lambda params: [[lazy_state(self.state[p], p, ("m",))["m"] for p in params]])
         return loss
 
     def _update_foreach(self, group, params, grads, ms) -> None:

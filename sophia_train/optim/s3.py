@@ -22,7 +22,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..config import S3Config
-from ._common import evaluate_closure, lazy_state, unfused_update
+from ._common import evaluate_closure, lazy_state
 from .flat import FusedFlatMixin
 from .kernels import kernels
 
@@ -65,18 +65,16 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
     def step(self, closure: Callable[[], float] | None = None):
         """One S3 update of every parameter with a gradient."""
         loss = evaluate_closure(closure)
-        if self._flat:
-            s3_step_ = kernels().s3_step_
 
-            for group, param, grad, state, _ in self.fused_stretches():
-                s3_step_(param, grad, state["m"], state["s"], lr=group["lr"], wd=group["weight_decay"], beta=group["beta"],
-                         power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
-            return loss
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+        def fused(group, param, grad, state, _padding):
+            kernels().s3_step_(param, grad, state["m"], state["s"], lr=group["lr"], wd=group["weight_decay"], beta=group["beta"],
+                               power=group["p"], eps=group["eps"], nesterov=group["nesterov"])
+
+        def state_lists(params):
             states = [lazy_state(self.state[p], p, ("m", "s")) for p in params]
-            ms, ss, grads = [st["m"] for st in states], [st["s"] for st in states], [p.grad for p in params]
-            unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms, ss)
+            return [[st["m"] for st in states], [st["s"] for st in states]]
+
+        self.flat_step(fused, state_lists)
         return loss
 
     def _update_foreach(self, group, params, grads, ms, ss) -> None:

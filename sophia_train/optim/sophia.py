@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from ..config import SophiaConfig, SophiaHConfig
 from ..parallel import shard_group, sharded_sum
-from ._common import evaluate_closure, global_norm, lazy_state, unfused_update
+from ._common import evaluate_closure, global_norm, lazy_state
 from .contract import CurvatureOptimizer
 from .flat import FusedFlatMixin
 from .kernels import kernels
@@ -149,33 +149,25 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
     def step(self, closure: Callable[[], float] | None = None, bs: int = 5120):
         """Apply one clipped, pre-conditioned update; ``bs`` is the tokens per optimizer step."""
         loss = evaluate_closure(closure)
-        counts: list[torch.Tensor] = []
         total = 0
-        if self._flat:
-            sophia_step_ = kernels().sophia_step_
 
-            for group, param, grad, state, padding in self.fused_stretches():
-                count = torch.zeros(1, dtype=torch.int64, device=param.device)
-                sophia_step_(param, grad, state["m"], state["h"], count, lr=group["lr"], wd=group["weight_decay"],
-                             beta1=group["betas"][0], scale=group["rho"] * bs, eps=group["eps"], clip=group["clip"],
-                             denominator=self._kernel_denominator(group))
-                counts.append(count - padding)  # padding: m = 0, so ratio 0 and always counted
-                total += param.numel() - padding
-        else:
-            for group in self.param_groups:
-                params = [p for p in group["params"] if p.grad is not None]
-                if not params:
-                    continue
-                if any(p.grad.is_sparse for p in params):
-                    raise RuntimeError("SophiaG does not support sparse gradients")
-                grads = [p.grad for p in params]
-                if group["maximize"]:
-                    grads = torch._foreach_neg(grads)
-                states = [self._state_for(p) for p in params]
-                ms, hs = [s["m"] for s in states], [s["h"] for s in states]
-                counts += unfused_update(group, self._update_per_tensor, self._update_foreach, params, grads, ms, hs, bs=bs)
-                torch._foreach_add_([s["step"] for s in states], 1.0)
-                total += sum(p.numel() for p in params)
+        def fused(group, param, grad, state, padding):
+            nonlocal total
+            count = torch.zeros(1, dtype=torch.int64, device=param.device)
+            kernels().sophia_step_(param, grad, state["m"], state["h"], count, lr=group["lr"], wd=group["weight_decay"],
+                                   beta1=group["betas"][0], scale=group["rho"] * bs, eps=group["eps"], clip=group["clip"],
+                                   denominator=self._kernel_denominator(group))
+            total += param.numel() - padding
+            return count - padding  # padding: m = 0, so ratio 0 and always counted
+
+        def state_lists(params):
+            nonlocal total
+            states = [self._state_for(p) for p in params]
+            torch._foreach_add_([st["step"] for st in states], 1.0)
+            total += sum(p.numel() for p in params)
+            return [[st["m"] for st in states], [st["h"] for st in states]]
+
+        counts = self.flat_step(fused, state_lists, bs=bs)
         if counts:  # under FSDP the counts are per shard: sum them over the ranks (total is global already)
             count = sharded_sum(torch.stack([c.reshape(()).float() for c in counts]).sum(), self._shard_group)
             self.last_stats = {"not_clipped_frac": count / total}
