@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .compose import check_known_keys, config_dir, precheck, register_configs
+from .compose import check_known_keys, config_dir, overlay_saved, precheck, register_configs, resume_from_folder
 from .errors import ConfigError, StoppedBySignal, TrainingDiverged
 from .stop_signals import EXIT_STOPPED
 
@@ -71,12 +71,18 @@ def multirun_job_dir() -> str | None:
     return f"job{hc.job.num}" + (f"-{name}" if name else "")
 
 
+#: A resume from the run folder alone (compose.resume_from_folder): the run's saved config and the user's argv.
+_RESUMING: tuple[dict, list[str]] | None = None
+
+
 def run(cfg_node: DictConfig) -> dict | None:
     """Validate and train from a composed config; returns the trainer's summary (None: nothing to do)."""
     from .distributed import destroy_process_group, dist_info_from_env
     from .pretrained import apply_init_from
     from .trainer import Trainer
 
+    if _RESUMING is not None:
+        overlay_saved(cfg_node, *_RESUMING)
     apply_init_from(cfg_node)
     if cfg_node.get("model") is None:
         print(usage())
@@ -121,8 +127,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point."""
+    global _RESUMING
     register_configs()
     try:
+        folder = resume_from_folder(sys.argv[1:])  # train.out_dir=RUN train.resume=true: the run's own config
+        if folder is not None:
+            choices, saved = folder
+            _RESUMING = (saved, list(sys.argv[1:]))
+            sys.argv[1:1] = choices
         precheck(sys.argv[1:], CONFIG_DIR)  # Hydra's own refusals, in the project's words and exit code
     except ConfigError as e:
         _fail(str(e), 2)

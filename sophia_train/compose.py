@@ -204,3 +204,57 @@ def compose_config(overrides: list[str]) -> Config:
         raise ConfigError(str(e).splitlines()[0].split("resolving interpolation: ", 1)[-1]) from None
     check_known_keys(node, typed)
     return typed
+
+
+def _given_keys(argv: list[str]) -> set[str]:
+    """Config keys (and groups) a command line sets, without the +/++/~ prefixes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:
+        return set()
+    return {o.key_or_group.lstrip("+~") for o in parsed}
+
+
+def resume_from_folder(argv: list[str]) -> tuple[list[str], dict[str, Any]] | None:
+    """``train.out_dir=RUN train.resume=true`` with no ``+model``: the run's own choices to compose with
+    (``+model=``, ``optim=``, ``data=``, taken from ``RUN/config.yaml``) and its saved values, so the resume
+    continues the run as it was configured; the command line's own settings still apply (and are vetted
+    against the checkpoint as on any resume). None when the command line is not such a resume."""
+    given = _given_keys(argv)
+    values = dict(a.lstrip("+").split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    if "model" in given or "init_from" in given or values.get("train.resume", "").lower() != "true":
+        return None
+    out_dir = values.get("train.out_dir")
+    saved_file = Path(out_dir) / "config.yaml" if out_dir else None
+    if saved_file is None or not saved_file.is_file():
+        return None
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    groups = {"model": saved.get("model", {}).get("name"), "optim": saved.get("optim", {}).get("name"),
+              "data": saved.get("data", {}).get("name")}
+    folder = Path(config_dir())
+    missing = [f"{g}={n}" for g, n in groups.items() if not n or not (folder / g / f"{n}.yaml").is_file()]
+    if missing:
+        raise ConfigError(f"{saved_file} names {', '.join(missing)}, which this checkout has no config for: give the run's "
+                          f"+model=, optim= and data= on the command line as when it started.")
+    choices = [f"+model={groups['model']}"] + [f"{g}={groups[g]}" for g in ("optim", "data") if g not in given]
+    return choices, saved
+
+
+#: What one invocation decides for itself: never carried from a saved config into a resume.
+NOT_CARRIED = ("train.stop_after_step", "train.resume", "train.overwrite", "train.resume_allow", "train.eval_only")
+
+
+def overlay_saved(node: DictConfig, saved: dict[str, Any], argv: list[str]) -> None:
+    """Put a resumed run's saved values into the composed ``node`` wherever the command line set nothing
+    (``NOT_CARRIED`` aside)."""
+    given = _given_keys(argv)
+    for key in sorted(_flat_keys(saved)):
+        if any(key == g or key.startswith(f"{g}.") for g in given) or key in NOT_CARRIED:
+            continue
+        value = saved
+        for part in key.split("."):
+            value = value[part]
+        if OmegaConf.select(node, key, default="__absent__") != "__absent__":
+            OmegaConf.update(node, key, value, merge=False)

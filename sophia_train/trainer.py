@@ -35,7 +35,6 @@ import dataclasses
 import math
 import shlex
 import shutil
-import sys
 import time
 from typing import Any
 
@@ -409,9 +408,8 @@ class Trainer:
         self.save(step)
         self.logger.log("stopped", {"step": step, "signal": signal_name, "checkpoint": str(self.ckpt_path),
                                     "elapsed_s": self.elapsed()})
-        args = [a for a in sys.argv[1:] if not a.startswith(("train.resume=", "train.overwrite="))]
-        again = (f"python -m sophia_train {shlex.join(args)} train.resume=true" if not self.info.enabled
-                 else "the same torchrun command with train.resume=true")
+        again = (f"python -m sophia_train train.out_dir={shlex.quote(str(self.out_dir))} train.resume=true (the folder holds "
+                 f"the run's config)" if not self.info.enabled else "the same torchrun command with train.resume=true")
         raise StoppedBySignal(
             f"stopped by {signal_name} after step {step}: its checkpoint {self.ckpt_path} (step {step}) is written. "
             f"Continue with {again}."

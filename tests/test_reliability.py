@@ -487,3 +487,20 @@ def test_a_full_disk_during_a_sharded_save_gives_the_disk_full_message(byte_data
                                           r"the last checkpoint \(.*ckpt.dcp, step 4\) is intact"):
         Trainer(compose([*args, "train.resume=true"])).fit()
     assert sharded.latest(tmp_path / "ckpt.dcp") == before and not list((tmp_path / "ckpt.dcp").glob("*.tmp"))
+
+
+# --- a resume from the run folder alone continues with the saved config -----------------------------
+def test_a_resume_from_the_folder_alone_continues_the_run_as_configured(byte_data, tmp_path):
+    setting = ["+model=nano", "optim=adamw", "optim.lr=2e-3", "optim.betas=[0.8,0.9]", f"data.dir={byte_data}",
+               "train.batch_size=4", "train.max_steps=12", "train.warmup_steps=2", "train.eval_interval=6", "train.eval_iters=2",
+               "train.plot=false", "train.threads=1", "train.seed=5"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert cli(*setting, f"train.out_dir={whole}").returncode == 0
+    assert cli(*setting, f"train.out_dir={run}", "train.stop_after_step=5").returncode == 0
+    out = cli(f"train.out_dir={run}", "train.resume=true")  # no +model, optimizer or flags: the folder says
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resuming from step 5" in out.stdout and "optim adamw" in out.stdout
+    a, b = ckpt.load_checkpoint(whole / "ckpt.pt"), ckpt.load_checkpoint(run / "ckpt.pt")
+    assert b["step"] == 12 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    changed = cli(f"train.out_dir={run}", "train.resume=true", "train.max_steps=20", "optim.lr=1e-3")
+    assert changed.returncode == 2 and "optim.lr: checkpoint 0.002, now 0.001" in changed.stderr, changed.stderr[-2000:]
