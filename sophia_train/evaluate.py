@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             out = evaluate_run(run, tasks, shots, limit=limit, fewshot_seeds=seeds, batch_size=args.batch_size, device=args.device,
                                local_tasks=args.local_task, include_path=args.include_path, label=args.preset)
             print(out.with_suffix(".md").read_text())
-            print(f"wrote {out}")
+            print(f"wrote {out} and {out.with_suffix('.md')}")
     except ConfigError as e:
         sys.exit(f"error: {e}")
 

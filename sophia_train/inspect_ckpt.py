@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from .checkpoint import load_checkpoint, saved_model_config
 from .errors import ConfigError
+from .metrics import format_duration
 from .sample import checkpoint_file, val_loss_at
 
 
@@ -22,7 +23,8 @@ def describe(run: str | os.PathLike) -> dict[str, Any]:
     state = load_checkpoint(path, mmap=True)  # counting parameters needs their shapes, not their values
     cfg = state.get("config", {})
     shape = saved_model_config(state)
-    n_params = sum(v.numel() for k, v in state["model"].items() if k != "lm_head.weight")  # tied to wte
+    # the banner's rule (GPT.num_params, nanoGPT's): the tied head counted once, the position embeddings not at all
+    n_params = sum(v.numel() for k, v in state["model"].items() if k not in ("lm_head.weight", "transformer.wpe.weight"))
     step = int(state["step"])
     t = cfg.get("train", {})
     seq_len = t.get("seq_len") or shape["block_size"]
@@ -45,11 +47,12 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
         f"checkpoint {d['path']}",
         f"  step       {d['step']} of {d['max_steps']}",
         f"  val loss   {val} at this step | best {d['best_val_loss']:.4f}",
-        f"  model      {d['model']}: {d['n_params'] / 1e6:.2f}M parameters, {s['n_layer']}L/{s['n_head']}H/{s['n_embd']}d, "
+        f"  model      {d['model']}: {d['n_params'] / 1e6:.2f}M parameters (non-embedding rule of nanoGPT), "
+        f"{s['n_layer']}L/{s['n_head']}H/{s['n_embd']}d, "
         f"block {s['block_size']}, vocab {s['vocab_size']}, bias {s['bias']}, {s['activation']}",
         f"  optimizer  {d['optim']} lr {d['lr']}",
         f"  data       {d['data']} ({d['tokenizer']} tokens, sequences of {d['seq_len']})",
-        f"  trained    {d['elapsed_s'] / 3600:.2f} h of wall-clock",
+        f"  trained    {format_duration(d['elapsed_s'])} of wall-clock",
     ]
 
 

@@ -425,7 +425,7 @@ class Trainer:
                    f"{g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size}")
         self.print(
             f"optim {cfg.optim.name}{impl} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
-            f"{self.dataset.num_tokens['train']:,} train tokens) | {self._parallel_note()}{self.info.world_size} process(es) x "
+            f"{self.dataset.num_tokens['train']:,} train tokens) | {self._parallel_note()}{self.info.world_size} process(es){self._backend_note()} x "
             f"{self.accum} micro-batches x {t.batch_size} x {self.seq_len} = {self.tokens_per_step:,} tokens/step | "
             f"device {self.device} {str(self.ptdtype).replace('torch.', '')} | out {self.out_dir}"
         )
@@ -451,6 +451,12 @@ class Trainer:
             self.best_val = min(self.best_val, v)
             self.logger.log("eval", {"step": 0, "val_loss": v, "tokens": 0})
             self.print(f"step {0:>6} | val loss {v:.4f} (initial)")
+
+    def _backend_note(self) -> str:
+        """`` (nccl)`` / `` (gloo)`` for the banner when the run has a process group of several ranks."""
+        import torch.distributed as dist
+
+        return f" ({dist.get_backend()})" if self.info.enabled and dist.is_initialized() else ""
 
     def _parallel_note(self) -> str:
         """``fsdp (...) | `` for the banner when parameters are sharded."""

@@ -32,7 +32,7 @@ def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path,
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_cli(tiny_overrides(byte_data, tmp_path / "two", *extra, optim=optim), nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert "2 process(es) x 1 micro-batches" in ddp.stdout
+    assert "2 process(es) (gloo) x 1 micro-batches" in ddp.stdout
     if fused:
         assert "(fused triton)" in single.stdout and "(fused triton)" in ddp.stdout
 
@@ -80,7 +80,7 @@ def test_torchrun_runs_with_the_default_batch_settings(byte_data, tmp_path):
     """The README's bare torchrun line: no grad_accum or global_batch given, one micro-batch per process."""
     out = run_cli(tiny_overrides(byte_data, tmp_path, "train.max_steps=3", "train.eval_interval=3"), nproc=2, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 process(es) x 1 micro-batches x 4 x 32 = 256 tokens/step" in out.stdout
+    assert "2 process(es) (gloo) x 1 micro-batches x 4 x 32 = 256 tokens/step" in out.stdout
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_two_process_fsdp_equals_single_process_accumulation(byte_data, tmp_path
     assert one.returncode == 0, one.stderr[-3000:]
     two = launch(tiny_overrides(byte_data, tmp_path / "two", *extra, "train.parallel=fsdp", optim=optim), nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "fsdp (2 shards per tensor, fp32" in two.stdout and "2 process(es) x 1 micro-batches" in two.stdout
+    assert "fsdp (2 shards per tensor, fp32" in two.stdout and "2 process(es) (gloo) x 1 micro-batches" in two.stdout
     assert sharded.exists(tmp_path / "two" / "ckpt.dcp") and not (tmp_path / "two" / "ckpt.pt").exists()
     sa, sb = assert_same_run(tmp_path / "one", tmp_path / "two", range(1, 31), stats=stats)
     if optim.startswith("sophia"):  # the sharded EMA, gathered, is the single-process one
@@ -197,7 +197,7 @@ def test_two_nodes_on_one_machine_with_c10d_rendezvous(byte_data, tmp_path):
     outs = [n.communicate(timeout=300) for n in nodes]
     for n, (_, err) in zip(nodes, outs):
         assert n.returncode == 0, err[-3000:]
-    assert sum("2 process(es) x 1 micro-batches" in o for o, _ in outs) == 1  # printed by global rank 0 only
+    assert sum("2 process(es) (gloo) x 1 micro-batches" in o for o, _ in outs) == 1  # printed by global rank 0 only
     assert_same_run(tmp_path / "one", tmp_path / "two", range(1, 9))
 
 

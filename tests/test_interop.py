@@ -210,6 +210,15 @@ def test_inspect_prints_step_config_and_val_loss(byte_data, tmp_path, capsys):
     main([str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert "step       20 of 20" in out and f"val loss   {summary['final_val_loss']:.4f}" in out and "adamw" in out
+    import re
+
+    from sophia_train.checkpoint import load_checkpoint
+    from sophia_train.model import GPT, GPTConfig
+
+    shape = load_checkpoint(tmp_path / "run" / "ckpt.pt")["model_config"]
+    banner = GPT(GPTConfig(**shape)).num_params() / 1e6  # the count the training banner prints
+    assert f"{banner:.2f}M parameters (non-embedding rule of nanoGPT)" in out
+    assert re.search(r"trained    \d+s of wall-clock", out), out  # a short run: seconds, not "0.00 h"
     main([str(tmp_path / "run"), "--json"])
     d = json.loads(capsys.readouterr().out)
     assert d["config"]["optim"]["name"] == "adamw" and d["tokenizer"] == "byte"
