@@ -20,6 +20,12 @@ from typing import Any, BinaryIO
 TEMP_PATTERN = re.compile(r"^.+\.tmp\.\d+\.[0-9a-f]{8}$")
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file (not folder) at ``folder`` or at one of its parents that keeps it from being a folder, if any."""
+    folder = Path(folder)
+    return next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+
+
 def temp_name(path: Path) -> Path:
     """A temp file name beside ``path``, unique to this process and call."""
     return path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")

@@ -29,8 +29,8 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from . import sharded_checkpoint as sharded
-from .atomic import atomic_write, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
-from .config import Config
+from .atomic import atomic_write, file_in_the_way, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
+from .config import Config, flatten
 from .data import dataset_differences
 from .errors import ConfigError
 from .integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
@@ -128,7 +128,7 @@ def checkpoint_at(run: str | os.PathLike) -> Path:
 def prepare_out_dir(folder: str | os.PathLike) -> Path:
     """Create the run folder, or say in one paragraph why it cannot be (a file in the way, no permission)."""
     folder = Path(folder)
-    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(folder)
     if blocker is not None:
         raise ConfigError(
             f"train.out_dir={folder} cannot be a run folder: {blocker} is a file, not a folder. Choose another "
@@ -192,15 +192,6 @@ class RunFolderLock:
             pass  # the OS drops the lock with the process anyway
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def _free(key: str) -> bool:
     return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUME_FREE_KEYS)
 
@@ -208,7 +199,7 @@ def _free(key: str) -> bool:
 def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (checkpoint value, current value)}`` for the run-defining settings that differ.
     Keys the checkpoint does not know (added to the project since) are not compared."""
-    a, b = _flatten(saved), _flatten(now)
+    a, b = flatten(saved), flatten(now)
     return {k: (a[k], b.get(k)) for k in sorted(a) if not _free(k) and k in b and _norm(a[k]) != _norm(b[k])}
 
 
@@ -218,14 +209,13 @@ def _norm(v: Any) -> Any:
 
 def known_config_keys(now: dict[str, Any]) -> set[str]:
     """Every dotted key of a config (for checking ``train.resume_allow``)."""
-    return set(_flatten(now))
+    return set(flatten(now))
 
 
 def vet_resume_config(cfg: Config, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """The run-defining settings that differ from the checkpoint's config; refuse any not in ``train.resume_allow``."""
     now = OmegaConf.to_container(OmegaConf.structured(cfg))
-    allow = set(cfg.train.resume_allow)
-    check_resume_allow(cfg)
+    allow = set(cfg.train.resume_allow)  # its names were checked by open_run_folder (check_resume_allow)
     changes = config_changes(saved, now)
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig
+from .config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig, flatten
 from .errors import ConfigError
 from .paper import paper_attn_scale, paper_peak_lr
 from .pretrained import apply_init_from
@@ -34,19 +34,10 @@ from .pretrained import apply_init_from
 _HYDRA_FLAGS = ("-m", "--multirun")
 
 
-def _flat_keys(node: Any, prefix: str = "") -> set[str]:
-    if isinstance(node, dict):
-        out: set[str] = set()
-        for k, v in node.items():
-            out |= _flat_keys(v, f"{prefix}{k}.")
-        return out
-    return {prefix[:-1]} if prefix else set()
-
-
 def unknown_keys(node: DictConfig, typed: Any) -> list[str]:
     """Dotted keys of the composed ``node`` that the typed config ``typed`` (its ``to_object``) does not have."""
-    given = _flat_keys(OmegaConf.to_container(node, resolve=False))
-    known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+    given = set(flatten(OmegaConf.to_container(node, resolve=False)))
+    known = set(flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False)))
     prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
     return sorted(k for k in given - known if k not in prefixes and k.split(".")[0] != "hydra")
 
@@ -67,7 +58,7 @@ def check_known_keys(node: DictConfig, typed: Any) -> None:
     """Refuse a composed config holding keys its schema does not (``+optim.rhoo=1``, ``++train.max_step=5``)."""
     unknown = unknown_keys(node, typed)
     if unknown:
-        known = _flat_keys(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False))
+        known = set(flatten(OmegaConf.to_container(OmegaConf.structured(typed), resolve=False)))
         raise ConfigError(" ".join(unknown_key_message(k, known) for k in unknown[:3]))
 
 
@@ -93,7 +84,7 @@ def translate_hydra_error(e: BaseException) -> ConfigError:
                            f"one is added with a +: add one with +{table}.{name}={value.group(1) if value else 'VALUE'} (++ adds "
                            f"or replaces).")
     if key:
-        return ConfigError(unknown_key_message(key.lstrip("+~"), _flat_keys(_schema_keys(Config)) | _optim_keys()))
+        return ConfigError(unknown_key_message(key.lstrip("+~"), set(flatten(_schema_keys(Config))) | _optim_keys()))
     head, _, options = text.partition("Available options in")
     message = ": ".join(part for part in (" ".join(_clean_lines(head)), " ".join(_clean_lines(cause)[:1])) if part)
     if options:
@@ -107,7 +98,7 @@ def _schema_keys(schema: type) -> dict:
 
 
 def _optim_keys() -> set[str]:
-    return {f"optim.{k}" for schema in OPTIM_SCHEMAS.values() for k in _flat_keys(_schema_keys(schema))}
+    return {f"optim.{k}" for schema in OPTIM_SCHEMAS.values() for k in flatten(_schema_keys(schema))}
 
 
 def _first_values(argv: list[str]) -> list[str] | None:
@@ -250,11 +241,8 @@ def overlay_saved(node: DictConfig, saved: dict[str, Any], argv: list[str]) -> N
     """Put a resumed run's saved values into the composed ``node`` wherever the command line set nothing
     (``NOT_CARRIED`` aside)."""
     given = _given_keys(argv)
-    for key in sorted(_flat_keys(saved)):
+    for key, value in sorted(flatten(saved).items()):
         if any(key == g or key.startswith(f"{g}.") for g in given) or key in NOT_CARRIED:
             continue
-        value = saved
-        for part in key.split("."):
-            value = value[part]
         if OmegaConf.select(node, key, default="__absent__") != "__absent__":
             OmegaConf.update(node, key, value, merge=False)

@@ -16,6 +16,16 @@ from omegaconf import MISSING
 from .errors import ConfigError, StoppedBySignal, TrainingDiverged  # noqa: F401  (re-exported)
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{dotted key: leaf value}`` (an empty table has no key)."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
 def in_range(name: str, value: Any, lo: float, hi: float, lo_closed: bool = True, hi_closed: bool = False) -> None:
     """Refuse a ``value`` of the setting ``name`` that is not a number in the interval (NaN never is)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import file_in_the_way
 from .corpus import default_corpus_text
 from .data import SPLITS, write_meta, write_split
 from .errors import ConfigError
@@ -170,7 +171,7 @@ def check_jsonl(path: str | os.PathLike) -> None:
 
 def check_out_dir(out: Path) -> None:
     """Refuse an output folder that a file stands in the way of, before any work."""
-    blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(out)
     if blocker is not None:
         raise ConfigError(f"--out {out} cannot be the dataset folder: {blocker} is a file. Choose another --out; nothing "
                           f"was written.")

@@ -132,8 +132,7 @@ class Trainer:
             done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device, self.ckpt_path)
             # load_state_dict brought back the saved hyperparameters: put the allowed changes in again
             apply_optimizer_changes(self.optimizer, self.model, self.cfg.optim, saved_optim, self.folder.changes, self.device)
-            tensors = [p.detach() for p in self.model.parameters()] + ckpt.optimizer_tensors(self.optimizer)
-            if not ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp):  # this project never saves one
+            if not self._state_is_finite():  # this project never saves such a state
                 raise ConfigError(
                     f"the checkpoint {self.ckpt_path} (step {done['step']}) holds NaN/inf weights or optimizer state, so it "
                     f"cannot be resumed: it was not written by a healthy sophia_train run (which never saves such a state) "
@@ -142,6 +141,12 @@ class Trainer:
             self.start_step = self.last_saved_step = done["step"]
             self.best_val, self.elapsed_base = done["best_val"], done["elapsed_s"]
             self.folder.resume_state = None  # the weights are loaded: do not keep a second copy
+
+    def _state_is_finite(self) -> bool:
+        """Whether the parameters and optimizer state are finite and no NaN/inf loss was seen since the last save, on
+        every rank (what a checkpoint must be, both when it is written and when a resume reads one)."""
+        tensors = [p.detach() for p in self.model.parameters() if p.requires_grad] + ckpt.optimizer_tensors(self.optimizer)
+        return ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp)
 
     def _check_memory(self) -> None:
         """Refuse a model whose fp32 weights and gradients alone exceed the device's free memory (before
@@ -215,8 +220,7 @@ class Trainer:
     def save(self, step: int, snapshot: dict[str, Any] | None = None) -> None:
         """Write the full training state (rank 0) atomically; all ranks wait for it. A state that is not
         finite is never written: the run stops with the previous checkpoint untouched."""
-        tensors = [p.detach() for p in self.params] + ckpt.optimizer_tensors(self.optimizer)
-        if not ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp):
+        if not self._state_is_finite():
             raise TrainingDiverged(
                 f"training diverged: the state after step {step} was not saved because its parameters or optimizer state, "
                 f"or a loss or gradient norm since the last checkpoint (its own included), is NaN/inf; "
