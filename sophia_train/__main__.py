@@ -17,9 +17,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .compose import check_known_keys, config_dir, overlay_saved, precheck, register_configs, resume_from_folder
-from .errors import ConfigError, StoppedBySignal, TrainingDiverged
-from .stop_signals import EXIT_STOPPED
+from sophia_train.compose import check_known_keys, config_dir, overlay_saved, precheck, register_configs, resume_from_folder
+from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
+from sophia_train.stop_signals import EXIT_STOPPED
 
 CONFIG_DIR = config_dir()
 
@@ -77,9 +77,9 @@ _RESUMING: tuple[dict, list[str]] | None = None
 
 def run(cfg_node: DictConfig) -> dict | None:
     """Validate and train from a composed config; returns the trainer's summary (None: nothing to do)."""
-    from .distributed import destroy_process_group, dist_info_from_env
-    from .pretrained import apply_init_from
-    from .trainer import Trainer
+    from sophia_train.distributed import destroy_process_group, dist_info_from_env
+    from sophia_train.pretrained import apply_init_from
+    from sophia_train.trainer import Trainer
 
     if _RESUMING is not None:
         overlay_saved(cfg_node, *_RESUMING)

@@ -38,12 +38,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .compose import compose_config
-from .cpu_benchmark import final_val, tune
-from .errors import ConfigError, StoppedBySignal, TrainingDiverged
-from .metrics import format_duration, read_metrics
-from .stop_signals import EXIT_STOPPED, die_with_parent
+from sophia_train.atomic import atomic_write_text
+from sophia_train.compose import compose_config
+from sophia_train.cpu_benchmark import final_val, tune
+from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
+from sophia_train.metrics import format_duration, read_metrics
+from sophia_train.stop_signals import EXIT_STOPPED, die_with_parent
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ class Runner:
                 f"train.ckpt_interval={max(1, steps // 4)}", *self.extra]
 
     def _train(self, name: str, size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> dict:
-        from .trainer import Trainer
+        from sophia_train.trainer import Trainer
 
         folder = self.out / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -442,8 +442,8 @@ def size_info(profile: Profile, size: Size) -> SizeInfo:
     """Parameters and FLOPs per token of ``size`` (the model built on the meta device)."""
     import torch
 
-    from .data import open_dataset
-    from .model import GPT, gpt_config
+    from sophia_train.data import open_dataset
+    from sophia_train.model import GPT, gpt_config
 
     cfg = compose_config([*profile.base, *size.overrides, "optim=adamw"])
     vocab = open_dataset(cfg.data.dir, cfg.data.name).vocab_size if Path(cfg.data.dir).exists() else 50304
@@ -454,7 +454,7 @@ def size_info(profile: Profile, size: Size) -> SizeInfo:
 
 def estimator_overhead(optim: str, point: dict[str, float]) -> float:
     """Extra FLOPs of the optimizer's curvature estimator as a fraction of a training step's."""
-    from .curvature import ESTIMATORS
+    from sophia_train.curvature import ESTIMATORS
 
     cfg = compose_config(["+model=nano", *overrides_for(optim, point, 100)]).optim
     est = ESTIMATORS.get(getattr(cfg, "estimator", "none") or "none")
@@ -482,7 +482,7 @@ def speedup_rows(results: dict[tuple[str, str, int], list[RunResult]], sizes: li
     (mean and sd over seeds) and the T/2-vs-T verdict; plus AdamW's fits per size."""
     import numpy as np
 
-    from .speedup import fit_power_law, half_budget_verdict, interpolated_speedup, seed_speedups
+    from sophia_train.speedup import fit_power_law, half_budget_verdict, interpolated_speedup, seed_speedups
 
     rows, fits = [], {}
     for size in sizes:
@@ -527,7 +527,7 @@ def _pm(mean: float, sd: float, fmt: str = ".2f") -> str:
 def markdown(profile: Profile, rows: list[dict], fits: dict, chosen: dict, infos: dict[str, SizeInfo], seeds: int,
              tried: dict[str, list[dict]] | None = None) -> str:
     """table.md: the fits with residuals, the speedup table and the chosen hyperparameters."""
-    from .speedup import Interpolated
+    from sophia_train.speedup import Interpolated
 
     lines = [f"# Optimizer benchmark, profile `{profile.name}`", "",
              f"Final val loss at the end of each run (own cosine schedule), mean ± sd over {seeds} seeds. Speedup of X at "
@@ -589,7 +589,7 @@ def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], t
     import numpy as np
     from matplotlib import ticker
 
-    from .plotting import _pyplot, save_figure
+    from sophia_train.plotting import _pyplot, save_figure
 
     plt, written = _pyplot(), []
     optims = sorted({r["optim"] for r in rows})
@@ -677,7 +677,7 @@ def report(profile: Profile, out: Path) -> str:
 def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> str:
     """GPU-hours of a profile on one GPU of ``peak_flops``: per optimizer, its Phase I runs at the anchor
     (smallest size, middle budget), ~3 points per Phase II hyperparameter and the extra seeds at every other budget."""
-    from .config import total_accum
+    from sophia_train.config import total_accum
 
     cost = {}  # (size, steps) -> GPU-hours of one run
     lines = ["| size | params | budgets (steps) | tokens/step | GPU-hours of one run per budget |", "| --- | ---: | --- | ---: | --- |"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from .compose import config_dir
+from sophia_train.compose import config_dir
 
 
 def worker_args(cfg: DictConfig, out: str) -> list[str]:
@@ -29,7 +29,7 @@ def worker_args(cfg: DictConfig, out: str) -> list[str]:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="benchmark")
 def main(cfg: DictConfig) -> int:
     """One benchmark worker: ``benchmark.main`` on this job's optimizer."""
-    from .benchmark import main as benchmark_main
+    from sophia_train.benchmark import main as benchmark_main
 
     return benchmark_main(worker_args(cfg, hydra.utils.to_absolute_path(str(cfg.out))))
 

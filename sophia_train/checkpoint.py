@@ -28,14 +28,14 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-from . import sharded_checkpoint as sharded
-from .atomic import atomic_write, file_in_the_way, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
-from .config import Config, flatten
-from .data import dataset_differences
-from .errors import ConfigError
-from .integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
-from .parallel import is_sharded, local
-from .resume_changes import refuse_fixed_fields
+from sophia_train import sharded_checkpoint as sharded
+from sophia_train.atomic import atomic_write, file_in_the_way, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
+from sophia_train.config import Config, flatten
+from sophia_train.data import dataset_differences
+from sophia_train.errors import ConfigError
+from sophia_train.integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
+from sophia_train.parallel import is_sharded, local
+from sophia_train.resume_changes import refuse_fixed_fields
 
 CHECKPOINT_NAME = "ckpt.pt"
 BEST_NAME = "best.pt"  # train.keep_best: the checkpoint with the lowest val loss
@@ -307,7 +307,7 @@ def load_resume_state(folder: Path) -> dict[str, Any]:
 
 def saved_model_config(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's model shape, with fields added to ``GPTConfig`` since it was written at their defaults."""
-    from .model import GPTConfig
+    from sophia_train.model import GPTConfig
 
     return {**dataclasses.asdict(GPTConfig()), **state.get("model_config", {})}
 
@@ -433,7 +433,7 @@ def all_finite(tensors: list[torch.Tensor], flagged: torch.Tensor, distributed: 
     """Whether every tensor is finite and ``flagged`` (a NaN/inf loss seen) is false, on every rank.
     Norms on device first and one host sync; an exact element check confirms a bad norm (a norm can
     overflow where no element does)."""
-    from .distributed import all_reduce_mean_
+    from sophia_train.distributed import all_reduce_mean_
 
     tensors = [local(t) for t in tensors]  # FSDP: each rank checks its own shards; the vote below covers all
     device = flagged.device

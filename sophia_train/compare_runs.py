@@ -17,9 +17,9 @@ from typing import Iterable
 
 import yaml
 
-from .atomic import atomic_write_text
-from .curvature import ESTIMATORS
-from .metrics import read_metrics
+from sophia_train.atomic import atomic_write_text
+from sophia_train.curvature import ESTIMATORS
+from sophia_train.metrics import read_metrics
 
 # Optimizer hyperparameters besides the LR that a tuning run may vary: runs that differ in one of
 # these are different groups (the same LR with another rho is another configuration, not another seed).

@@ -25,10 +25,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig, flatten
-from .errors import ConfigError
-from .paper import paper_attn_scale, paper_peak_lr
-from .pretrained import apply_init_from
+from sophia_train.config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig, flatten
+from sophia_train.errors import ConfigError
+from sophia_train.paper import paper_attn_scale, paper_peak_lr
+from sophia_train.pretrained import apply_init_from
 
 #: Command-line flags that change what Hydra composes or do not train: the precheck leaves those to Hydra.
 _HYDRA_FLAGS = ("-m", "--multirun")
@@ -180,7 +180,7 @@ def compose_config(overrides: list[str]) -> Config:
     from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-    from .compose import check_known_keys, translate_hydra_error
+    from sophia_train.compose import check_known_keys, translate_hydra_error
 
     register_configs()
     try:

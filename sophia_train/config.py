@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from .errors import ConfigError, StoppedBySignal, TrainingDiverged  # noqa: F401  (re-exported)
+from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged  # noqa: F401  (re-exported)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -58,7 +58,7 @@ def corpus_path(corpus_file: str | None = None) -> str | None:
 
 def default_corpus_text(corpus_file: str | None = None, encoding_errors: str = "strict") -> tuple[str, str]:
     """``(text, source)`` of the default corpus; paragraphs separated by blank lines."""
-    from .errors import ConfigError
+    from sophia_train.errors import ConfigError
 
     path = corpus_path(corpus_file)
     if path:

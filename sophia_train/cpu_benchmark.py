@@ -25,10 +25,10 @@ import json
 import time
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .compose import compose_config
-from .metrics import read_metrics
-from .trainer import Trainer
+from sophia_train.atomic import atomic_write_text
+from sophia_train.compose import compose_config
+from sophia_train.metrics import read_metrics
+from sophia_train.trainer import Trainer
 
 SPACES = {  # per optimizer: hyperparameter -> first grid (a factor of 2 apart, around a sensible tiny-model range)
     "adamw": {"lr": [1e-3, 2e-3, 4e-3]},
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(out: Path, steps: int, best: dict[str, dict[str, float]], seed: int) -> None:
     """table.md (Sec. 3.2 verdicts), curves by step and by wall-clock, Sophia diagnostics."""
-    from .compare_runs import find_runs, markdown_report
-    from .plotting import plot_diagnostics, plot_runs
+    from sophia_train.compare_runs import find_runs, markdown_report
+    from sophia_train.plotting import plot_diagnostics, plot_runs
 
     table = markdown_report(find_runs([out / "runs"]), "adamw", steps)
     atomic_write_text(out / "table.md", table + "\n")

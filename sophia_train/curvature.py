@@ -39,10 +39,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .distributed import all_reduce_mean_
-from .errors import ConfigError
-from .model import upcast
-from .parallel import is_sharded, like_param
+from sophia_train.distributed import all_reduce_mean_
+from sophia_train.errors import ConfigError
+from sophia_train.model import upcast
+from sophia_train.parallel import is_sharded, like_param
 
 GNB_STREAM = 2  # seed-stream tag, distinct from the data sampler's train/val streams
 
@@ -184,7 +184,7 @@ def hutchinson_estimate(
 def _whole_replica(model: nn.Module, params: Sequence[torch.Tensor]) -> tuple[nn.Module, list[torch.Tensor]]:
     """A plain copy of an FSDP ``GPT`` holding its whole parameters (gathered from every rank), and the
     copy's parameters in the order of ``params``."""
-    from .model import GPT
+    from sophia_train.model import GPT
 
     with torch.device("meta"):
         replica = GPT(model.config)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_write, atomic_write_text
-from .errors import ConfigError
+from sophia_train.atomic import atomic_write, atomic_write_text
+from sophia_train.errors import ConfigError
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")

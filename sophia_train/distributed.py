@@ -35,7 +35,7 @@ def dist_info_from_env() -> DistInfo:
 
 def pick_device(requested: str, info: DistInfo) -> torch.device:
     """``auto``: this rank's GPU when CUDA is available, else the CPU. Impossible choices raise ``ConfigError``."""
-    from .errors import ConfigError
+    from sophia_train.errors import ConfigError
 
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"

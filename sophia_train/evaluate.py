@@ -19,8 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_savefig, atomic_write_text
-from .errors import ConfigError
+from sophia_train.atomic import atomic_savefig, atomic_write_text
+from sophia_train.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     "sophia_fig5": {"tasks": ["boolq", "cb", "copa", "sglue_rte"], "num_fewshot": 2, "fewshot_seeds": 5},
@@ -103,8 +103,8 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
         from lm_eval.tasks import TaskManager
     except ImportError as e:
         raise ConfigError(f"evaluation needs lm-evaluation-harness: pip install 'sophia_train[eval]' ({e}).") from None
-    from .hf import export_hf
-    from .sample import checkpoint_file, load_run, resolve_device
+    from sophia_train.hf import export_hf
+    from sophia_train.sample import checkpoint_file, load_run, resolve_device
 
     ckpt = checkpoint_file(run)
     folder = ckpt.parent

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write_text
-from .errors import ConfigError
-from .model import GPT, GPTConfig
+from sophia_train.atomic import atomic_write_text
+from sophia_train.errors import ConfigError
+from sophia_train.model import GPT, GPTConfig
 
 #: Hugging Face's names for the GELU variants, and which of ours each one is.
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh"}
@@ -188,7 +188,7 @@ TOKENIZER_NOTES = {
 
 def export_hf(run: str | os.PathLike, out: str | os.PathLike, device: str = "cpu") -> Path:
     """Write a run's model as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer, README.md)."""
-    from .sample import load_run
+    from sophia_train.sample import load_run
 
     loaded = load_run(run, device)
     tok_spec = loaded.tokenizer_spec

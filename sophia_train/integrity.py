@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from sophia_train.errors import ConfigError
 
 #: Optimizer state entries that hold one value per parameter element: their shape must be the parameter's.
 ELEMENTWISE_STATE = ("m", "v", "h", "s", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg",

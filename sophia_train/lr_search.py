@@ -15,10 +15,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .compose import compose_config
-from .errors import TrainingDiverged
-from .trainer import Trainer
+from sophia_train.atomic import atomic_write_text
+from sophia_train.compose import compose_config
+from sophia_train.errors import TrainingDiverged
+from sophia_train.trainer import Trainer
 
 PAPER_LR_LIST = [6e-4, 4e-4, 3e-4, 2e-4, 1.5e-4, 1.2e-4, 1e-4, 8e-5, 6e-5, 4e-5]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_text
+from sophia_train.atomic import atomic_write_text
 
 GiB = 1024**3
 
@@ -64,9 +64,9 @@ def _bytes(tensors, world: int | None) -> int:
 def build_on_meta(model_name: str, optim_name: str, vocab_size: int = 50257):
     """The model ``+model=model_name`` and optimizer ``optim=optim_name`` on the meta device, after one
     step (so the optimizer's state exists)."""
-    from .compose import compose_config
-    from .model import GPT, gpt_config
-    from .optim import build_optimizer, optimizer_step
+    from sophia_train.compose import compose_config
+    from sophia_train.model import GPT, gpt_config
+    from sophia_train.optim import build_optimizer, optimizer_step
 
     cfg = compose_config([f"+model={model_name}", f"optim={optim_name}"])
     with torch.device("meta"):
@@ -119,9 +119,9 @@ def _rss_bytes() -> int:
 
 def measure(overrides: list[str]) -> dict:
     """Train with ``overrides`` (under torchrun or alone); this rank's peak RSS above its start, in bytes."""
-    from .compose import compose_config
-    from .distributed import destroy_process_group, dist_info_from_env
-    from .trainer import Trainer
+    from sophia_train.compose import compose_config
+    from sophia_train.distributed import destroy_process_group, dist_info_from_env
+    from sophia_train.trainer import Trainer
 
     base = _rss_bytes()
     info = dist_info_from_env()
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/memory_table.py``: the computed table (and with ``--measure-data`` the measured CPU one)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--measure":  # one rank of a measured run (started by measured_table)
-        from .compose import compose_config
+        from sophia_train.compose import compose_config
 
         out_dir = Path(compose_config(argv[1:]).train.out_dir)
         result = measure(argv[1:])

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .distributed import all_reduce_mean_
-from .metrics import format_duration
+from sophia_train.distributed import all_reduce_mean_
+from sophia_train.metrics import format_duration
 
 SUMMED = ("loss", "grad_norm", "not_clipped_frac")  # averaged over the window's steps (and ranks)
 

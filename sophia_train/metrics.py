@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write_text, describe_write_error
-from .errors import ConfigError
+from sophia_train.atomic import atomic_write_text, describe_write_error
+from sophia_train.errors import ConfigError
 
 # Dense bf16 peak FLOP/s by device-name substring (vendor datasheets, without sparsity).
 GPU_PEAK_FLOPS = {

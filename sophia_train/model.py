@@ -48,7 +48,7 @@ ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> F.gelu's ``approx
 def gpt_config(m, dataset_vocab: int, data_name: str = "") -> GPTConfig:
     """The shape a model config (``config.ModelConfig``) asks for; the vocabulary comes from the dataset
     (padded to ``pad_vocab_to``) unless ``vocab_size`` is set."""
-    from .errors import ConfigError
+    from sophia_train.errors import ConfigError
 
     vocab = m.vocab_size if m.vocab_size is not None else round_up(dataset_vocab, m.pad_vocab_to)
     if vocab < dataset_vocab:

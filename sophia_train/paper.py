@@ -3,7 +3,7 @@ attention scaling (used as Hydra resolvers by ``configs/experiment/paper.yaml``)
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from sophia_train.errors import ConfigError
 
 # Sophia paper Table 2: peak learning rates per model size and optimizer (blank cells are absent).
 PAPER_PEAK_LR: dict[str, dict[str, float]] = {

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import atomic_savefig
-from .metrics import read_metrics
+from sophia_train.atomic import atomic_savefig
+from sophia_train.metrics import read_metrics
 
 X_AXES = {"step": ("step", "optimizer step"), "tokens": ("tokens", "training tokens"), "time": ("elapsed_s", "wall-clock seconds")}
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
-from .model import GPT
+from sophia_train.errors import ConfigError
+from sophia_train.model import GPT
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd")  # must agree with a +model the user chose
 TAKEN_KEYS = ("block_size", "vocab_size", "bias", "attn_scale_by_layer", "activation")  # always the source's
@@ -25,7 +25,7 @@ TAKEN_KEYS = ("block_size", "vocab_size", "bias", "attn_scale_by_layer", "activa
 
 def is_run(init_from: str) -> bool:
     """Whether ``init_from`` names a sophia_train run folder or checkpoint file (else a Hugging Face model)."""
-    from .checkpoint import checkpoint_at
+    from sophia_train.checkpoint import checkpoint_at
 
     return checkpoint_at(init_from).exists()
 
@@ -33,12 +33,12 @@ def is_run(init_from: str) -> bool:
 def source_model(init_from: str) -> tuple[dict[str, Any], dict | None]:
     """The source's model fields (``GPTConfig`` names) and its tokenizer spec when known."""
     if is_run(init_from):
-        from .checkpoint import load_checkpoint_meta, saved_model_config
-        from .sample import checkpoint_file, tokenizer_spec_of
+        from sophia_train.checkpoint import load_checkpoint_meta, saved_model_config
+        from sophia_train.sample import checkpoint_file, tokenizer_spec_of
 
         state = load_checkpoint_meta(checkpoint_file(init_from))  # the weights are read once, by load_init_weights
         return saved_model_config(state), tokenizer_spec_of(state)
-    from .hf import gpt_config_from_hf, require_transformers
+    from sophia_train.hf import gpt_config_from_hf, require_transformers
 
     transformers = require_transformers()
     local = Path(init_from).expanduser()
@@ -71,7 +71,7 @@ def apply_init_from(node: Any) -> None:
     """Fill or check the ``model`` node of a composed config from ``init_from`` (a no-op without it)."""
     from omegaconf import OmegaConf
 
-    from .config import ModelConfig
+    from sophia_train.config import ModelConfig
 
     init_from = node.get("init_from")
     if not init_from or init_from == "scratch":
@@ -102,11 +102,11 @@ def check_tokenizer(init_from: str, dataset_spec: dict, data_name: str) -> None:
 def load_init_weights(init_from: str, model: GPT) -> None:
     """Copy the source's weights into ``model`` (same shape, checked by ``apply_init_from``)."""
     if is_run(init_from):
-        from .sample import load_run
+        from sophia_train.sample import load_run
 
         source = load_run(init_from).model
     else:
-        from .hf import load_hf_gpt2
+        from sophia_train.hf import load_hf_gpt2
 
         source = load_hf_gpt2(init_from)
     model.load_state_dict(source.state_dict())

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CHECKPOINT_NAME, checkpoint_at, load_checkpoint, saved_model_config
-from .errors import ConfigError
-from .metrics import read_metrics
-from .model import GPT, GPTConfig
-from .sharded_checkpoint import SHARDED_NAME
-from .tokenizer import tokenizer_from_spec
+from sophia_train.checkpoint import CHECKPOINT_NAME, checkpoint_at, load_checkpoint, saved_model_config
+from sophia_train.errors import ConfigError
+from sophia_train.metrics import read_metrics
+from sophia_train.model import GPT, GPTConfig
+from sophia_train.sharded_checkpoint import SHARDED_NAME
+from sophia_train.tokenizer import tokenizer_from_spec
 
 
 @dataclass

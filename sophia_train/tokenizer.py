@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import ConfigError
+from sophia_train.errors import ConfigError
 
 
 @dataclass(frozen=True)

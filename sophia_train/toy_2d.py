@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .optim import Lion, SoftSignSGD, SophiaH
+from sophia_train.optim import Lion, SoftSignSGD, SophiaH
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -102,7 +102,7 @@ def lecture_trajectories(loss: Loss, start, steps: int, sgd_lr: float = 0.01) ->
 def plot_trajectories(loss: Loss, paths: dict[str, np.ndarray], extent, out: str | Path, title: str, levels=30, log_levels=True,
                       minimum=None) -> Path:
     """Contour plot of ``loss`` over ``extent`` with each trajectory drawn on top; writes a PNG."""
-    from .plotting import _pyplot, save_figure
+    from sophia_train.plotting import _pyplot, save_figure
 
     plt = _pyplot()
     (x0, x1), (y0, y1) = extent

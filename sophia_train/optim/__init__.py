@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from ..config import (
+from sophia_train.config import (
     AdaHessianConfig,
     AdamWConfig,
     KronConfig,
@@ -28,18 +28,18 @@ from ..config import (
     SophiaHConfig,
     TorchOptimConfig,
 )
-from ..errors import ConfigError
-from ..parallel import is_sharded
-from .adahessian import AdaHessian
-from .contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature
-from .flat import FusedFlatMixin
-from .lion import Lion
-from .muon import MuonAdamW, split_for_muon
-from .normalize import NormalizedMomentum
-from .peers import build_kron, build_soap
-from .s3 import SoftSignSGD
-from .sophia import SophiaG, SophiaH
-from .whole import WholeTensorSteps, whole_tensor_class
+from sophia_train.errors import ConfigError
+from sophia_train.optim.adahessian import AdaHessian
+from sophia_train.optim.contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature
+from sophia_train.optim.flat import FusedFlatMixin
+from sophia_train.optim.lion import Lion
+from sophia_train.optim.muon import MuonAdamW, split_for_muon
+from sophia_train.optim.normalize import NormalizedMomentum
+from sophia_train.optim.peers import build_kron, build_soap
+from sophia_train.optim.s3 import SoftSignSGD
+from sophia_train.optim.sophia import SophiaG, SophiaH
+from sophia_train.optim.whole import WholeTensorSteps, whole_tensor_class
+from sophia_train.parallel import is_sharded
 
 __all__ = [
     "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",

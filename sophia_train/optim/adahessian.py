@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ..config import AdaHessianConfig
-from ._common import evaluate_closure, global_norm, lazy_state
-from .contract import CurvatureOptimizer
+from sophia_train.config import AdaHessianConfig
+from sophia_train.optim._common import evaluate_closure, global_norm, lazy_state
+from sophia_train.optim.contract import CurvatureOptimizer
 
 
 class AdaHessian(CurvatureOptimizer, Optimizer):

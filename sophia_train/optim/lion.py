@@ -14,10 +14,10 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ..config import LionConfig
-from ._common import evaluate_closure, lazy_state
-from .flat import FusedFlatMixin
-from .kernels import kernels
+from sophia_train.config import LionConfig
+from sophia_train.optim._common import evaluate_closure, lazy_state
+from sophia_train.optim.flat import FusedFlatMixin
+from sophia_train.optim.kernels import kernels
 
 
 class Lion(FusedFlatMixin, Optimizer):

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
-from ..config import MuonConfig
-from ._common import evaluate_closure
+from sophia_train.config import MuonConfig
+from sophia_train.optim._common import evaluate_closure
 
 HAS_MUON = hasattr(torch.optim, "Muon")
 

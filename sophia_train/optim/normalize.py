@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ..config import NormalizeConfig
-from ._common import evaluate_closure, lazy_state
+from sophia_train.config import NormalizeConfig
+from sophia_train.optim._common import evaluate_closure, lazy_state
 
 
 class NormalizedMomentum(Optimizer):

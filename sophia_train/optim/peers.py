@@ -12,8 +12,8 @@ import warnings
 
 import torch
 
-from ..config import KronConfig, SOAPConfig
-from ..errors import ConfigError
+from sophia_train.config import KronConfig, SOAPConfig
+from sophia_train.errors import ConfigError
 
 
 def require_heavyball():

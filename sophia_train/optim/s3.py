@@ -21,10 +21,10 @@ from collections.abc import Callable
 import torch
 from torch.optim import Optimizer
 
-from ..config import S3Config
-from ._common import evaluate_closure, lazy_state
-from .flat import FusedFlatMixin
-from .kernels import kernels
+from sophia_train.config import S3Config
+from sophia_train.optim._common import evaluate_closure, lazy_state
+from sophia_train.optim.flat import FusedFlatMixin
+from sophia_train.optim.kernels import kernels
 
 
 class SoftSignSGD(FusedFlatMixin, Optimizer):

@@ -26,12 +26,12 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from ..config import SophiaConfig, SophiaHConfig
-from ..parallel import shard_group, sharded_sum
-from ._common import evaluate_closure, global_norm, lazy_state
-from .contract import CurvatureOptimizer
-from .flat import FusedFlatMixin
-from .kernels import kernels
+from sophia_train.config import SophiaConfig, SophiaHConfig
+from sophia_train.optim._common import evaluate_closure, global_norm, lazy_state
+from sophia_train.optim.contract import CurvatureOptimizer
+from sophia_train.optim.flat import FusedFlatMixin
+from sophia_train.optim.kernels import kernels
+from sophia_train.parallel import shard_group, sharded_sum
 
 
 class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
