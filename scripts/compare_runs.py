@@ -4,7 +4,7 @@
     python scripts/compare_runs.py results/cpu_benchmark --baseline adamw --steps 800 [-o table.md]
 """
 
-from sophia_train.compare_runs import main
+from sophia_train.studies.compare_runs import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write an FSDP run's sharded checkpoint (RUN/ckpt.dcp) as one ckpt.pt file: ``sophia-convert-ckpt RUN [--out FILE]``."""
 
-from sophia_train.convert_checkpoint import main
+from sophia_train.checkpoint.convert import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,7 +7,7 @@
 Trials are kept under <train.out_dir>/lr_search/ with report.md listing every one.
 """
 
-from sophia_train.lr_search import main
+from sophia_train.studies.lr_search import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 
 import sys
 
-from sophia_train.prepare import main
+from sophia_train.data.prepare import main
 
 if __name__ == "__main__":
     sys.exit(main())

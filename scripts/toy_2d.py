@@ -4,7 +4,7 @@
     python scripts/toy_2d.py --out results/toy
 """
 
-from sophia_train.toy_2d import main
+from sophia_train.studies.toy_2d import main
 
 if __name__ == "__main__":
     main()

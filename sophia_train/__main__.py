@@ -18,8 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from sophia_train.compose import check_known_keys, config_dir, overlay_saved, precheck, register_configs, resume_from_folder
+from sophia_train.distributed import destroy_process_group, dist_info_from_env
+from sophia_train.distributed.stop_signals import EXIT_STOPPED
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
-from sophia_train.stop_signals import EXIT_STOPPED
+from sophia_train.interop.pretrained import apply_init_from
+from sophia_train.trainer import Trainer
 
 CONFIG_DIR = config_dir()
 
@@ -77,9 +80,6 @@ _RESUMING: tuple[dict, list[str]] | None = None
 
 def run(cfg_node: DictConfig) -> dict | None:
     """Validate and train from a composed config; returns the trainer's summary (None: nothing to do)."""
-    from sophia_train.distributed import destroy_process_group, dist_info_from_env
-    from sophia_train.pretrained import apply_init_from
-    from sophia_train.trainer import Trainer
 
     if _RESUMING is not None:
         overlay_saved(cfg_node, *_RESUMING)

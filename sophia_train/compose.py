@@ -26,9 +26,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sophia_train.config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig, flatten
+from sophia_train.config.paper import paper_attn_scale, paper_peak_lr
 from sophia_train.errors import ConfigError
-from sophia_train.paper import paper_attn_scale, paper_peak_lr
-from sophia_train.pretrained import apply_init_from
+from sophia_train.interop.pretrained import apply_init_from
 
 #: Command-line flags that change what Hydra composes or do not train: the precheck leaves those to Hydra.
 _HYDRA_FLAGS = ("-m", "--multirun")
@@ -51,7 +51,7 @@ def unknown_key_message(key: str, known: set[str]) -> str:
     where = f"the {group} settings have" if group else "the config has"
     return (f"{key} is not a setting: {where} no field {key.rsplit('.', 1)[-1]!r} (adding it with + or ++ would not make "
             f"it one; the run would ignore it). {hint}Every field and its default: `python -m sophia_train --cfg job "
-            f"+model=NAME`, or the schemas in sophia_train/config.py. Nothing was run.")
+            f"+model=NAME`, or the schemas in sophia_train/config/schema.py. Nothing was run.")
 
 
 def check_known_keys(node: DictConfig, typed: Any) -> None:
@@ -179,8 +179,6 @@ def compose_config(overrides: list[str]) -> Config:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
-
-    from sophia_train.compose import check_known_keys, translate_hydra_error
 
     register_configs()
     try:

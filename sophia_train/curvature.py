@@ -40,9 +40,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sophia_train.distributed import all_reduce_mean_
+from sophia_train.distributed.parallel import is_sharded, like_param
 from sophia_train.errors import ConfigError
-from sophia_train.model import upcast
-from sophia_train.parallel import is_sharded, like_param
+from sophia_train.model import GPT, upcast
 
 GNB_STREAM = 2  # seed-stream tag, distinct from the data sampler's train/val streams
 
@@ -184,7 +184,6 @@ def hutchinson_estimate(
 def _whole_replica(model: nn.Module, params: Sequence[torch.Tensor]) -> tuple[nn.Module, list[torch.Tensor]]:
     """A plain copy of an FSDP ``GPT`` holding its whole parameters (gathered from every rank), and the
     copy's parameters in the order of ``params``."""
-    from sophia_train.model import GPT
 
     with torch.device("meta"):
         replica = GPT(model.config)

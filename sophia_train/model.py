@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sophia_train.errors import ConfigError
+
 
 def round_up(n: int, multiple: int) -> int:
     """The smallest multiple of ``multiple`` that is >= ``n`` (``n`` itself for a multiple of 0 or 1)."""
@@ -48,7 +50,6 @@ ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> F.gelu's ``approx
 def gpt_config(m, dataset_vocab: int, data_name: str = "") -> GPTConfig:
     """The shape a model config (``config.ModelConfig``) asks for; the vocabulary comes from the dataset
     (padded to ``pad_vocab_to``) unless ``vocab_size`` is set."""
-    from sophia_train.errors import ConfigError
 
     vocab = m.vocab_size if m.vocab_size is not None else round_up(dataset_vocab, m.pad_vocab_to)
     if vocab < dataset_vocab:

@@ -42,22 +42,23 @@ import torch
 import torch.nn as nn
 
 from sophia_train import checkpoint as ckpt
-from sophia_train import sharded_checkpoint
 from sophia_train.atomic import describe_write_error
+from sophia_train.checkpoint import sharded as sharded_checkpoint
+from sophia_train.checkpoint.resume_changes import apply_optimizer_changes
 from sophia_train.config import Config, accum_per_rank, total_accum, validate
 from sophia_train.curvature import ESTIMATORS, check_estimator
 from sophia_train.data import BatchSampler, open_dataset
 from sophia_train.distributed import DistInfo, all_ranks_agree, free_memory, init_process_group, pick_device
+from sophia_train.distributed.parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
+from sophia_train.distributed.stop_signals import StopSignals, control_group, die_with_parent, stop_vote
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
+from sophia_train.interop.pretrained import check_tokenizer, load_init_weights
 from sophia_train.meter import StepMeter
 from sophia_train.metrics import device_peak_flops, format_duration, open_run_log, read_metrics
 from sophia_train.model import GPT, gpt_config, parameter_count
 from sophia_train.optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
-from sophia_train.parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
-from sophia_train.pretrained import check_tokenizer, load_init_weights
-from sophia_train.resume_changes import apply_optimizer_changes
+from sophia_train.plotting import plot_runs
 from sophia_train.schedule import lr_at, schedule_args
-from sophia_train.stop_signals import StopSignals, control_group, die_with_parent, stop_vote
 
 
 class Trainer:
@@ -536,7 +537,6 @@ class Trainer:
         self.print(f"done: {trained} steps in {format_duration(wall)} | final val loss {final_val:.4f} | "
                    f"{summary['tokens_per_s']:,.0f} tok/s overall | checkpoint {self.ckpt_path}")
         if self.cfg.train.plot and self.info.is_main:
-            from sophia_train.plotting import plot_runs
 
             png = plot_runs([self.out_dir], self.out_dir / "loss_curve.png", title=f"{self.cfg.run_name}")
             self.print(f"loss curve: {png}")

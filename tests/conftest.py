@@ -31,8 +31,8 @@ def byte_data(tmp_path_factory) -> Path:
     """A prepared byte-level dataset (real text; CPython's docs when no corpus file is at hand)."""
     from datasets import Dataset
 
-    from sophia_train.corpus import _python_docs_text
-    from sophia_train.prepare import prepare_hf_dataset
+    from sophia_train.data.corpus import _python_docs_text
+    from sophia_train.data.prepare import prepare_hf_dataset
 
     src = corpus_file()
     text = Path(src).read_text() if src else _python_docs_text()

@@ -9,8 +9,8 @@ import sys
 import torch.distributed as dist
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
-from sophia_train import sharded_checkpoint
 from sophia_train.__main__ import main
+from sophia_train.checkpoint import sharded as sharded_checkpoint
 
 kill_at = int(sys.argv.pop(1))
 write_data = FileSystemWriter.write_data

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 from conftest import PYTHON, REPO, compose, python_env, tiny_overrides
 from sophia_train import checkpoint as ckpt
@@ -283,7 +284,7 @@ def test_prepare_data_non_utf8_is_refused_or_replaced_and_counted(tmp_path):
 
 
 def test_invalid_utf8_counts_across_chunk_boundaries(tmp_path):
-    from sophia_train.prepare import invalid_utf8
+    from sophia_train.data.prepare import invalid_utf8
 
     f = tmp_path / "t.txt"
     data = ("é" * 10).encode() + b"\xff" + ("ü" * 3).encode() + b"\xfe\xfd"
@@ -325,7 +326,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_removes_its_temp_file(b
         f.write(b"x" * 4096)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt.torch, "save", disk_full)
+    monkeypatch.setattr(torch, "save", disk_full)
     tr = Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=8", "train.resume=true", "train.resume_allow=[train.max_steps]")))
     with pytest.raises(ConfigError, match=r"could not write the checkpoint of step 8 .*the disk is full.*step 4\) is intact"):
         tr.fit()
@@ -341,7 +342,7 @@ def test_unwritable_run_folder_is_refused_before_any_step(byte_data, tmp_path, m
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(ckpt.os, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     expect_error(tiny_overrides(byte_data, tmp_path / "run"), r"run folder .* is not writable \(Permission denied\)")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
@@ -458,18 +459,18 @@ def test_prepare_files_bad_inputs(tmp_path, case):
 
 
 def test_a_benchmark_worker_refused_by_a_lock_is_one_paragraph(byte_data, tmp_path):
-    from sophia_train import benchmark as bm
     from sophia_train.checkpoint import RunFolderLock
+    from sophia_train.studies.benchmark.profiles import PROFILES, run_name
 
     out = tmp_path / "bench"
-    profile = bm.PROFILES["quick"]
+    profile = PROFILES["quick"]
     size, optim = profile.sizes[0], "adamw"
     point = {k: grid[len(grid) // 2] for k, grid in profile.spaces[optim].items()}
-    folder = out / "runs" / bm.run_name(size, optim, point, size.steps[1], profile.seeds[0])
+    folder = out / "runs" / run_name(size, optim, point, size.steps[1], profile.seeds[0])
     folder.mkdir(parents=True)
     lock = RunFolderLock(folder).acquire()  # another benchmark (or a person) is training in that folder
     try:
-        done = subprocess.run([PYTHON, "-m", "sophia_train.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
+        done = subprocess.run([PYTHON, "-m", "sophia_train.studies.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
                                str(byte_data), "--optims", "adamw", "--threads", "1"], cwd=REPO, env=python_env(),
                               capture_output=True, text=True, timeout=600)
     finally:

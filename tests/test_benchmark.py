@@ -9,8 +9,13 @@ import math
 import pytest
 
 from conftest import compose
-from sophia_train import benchmark as bm
-from sophia_train.benchmark import PROFILES, RunResult, Size, speedup_rows
+from sophia_train.studies.benchmark.cli import main
+from sophia_train.studies.benchmark.plots import sensitivity_slice
+from sophia_train.studies.benchmark.profiles import PROFILES, Profile, Size, feasible, overrides_for, run_name
+from sophia_train.studies.benchmark.report import neighbour_rows, speedup_rows
+from sophia_train.studies.benchmark.runner import Runner, RunResult
+from sophia_train.studies.benchmark.tuning import planned_runs, run_profile
+from sophia_train.studies.search import settle, tune, tune_runs
 from sophia_train.trainer import Trainer
 
 A, B, C = 30.0, 0.3, 2.0
@@ -48,13 +53,13 @@ def test_report_rows_on_synthetic_results_match_hand_computed_speedups():
 def test_a_run_a_killed_benchmark_left_half_way_continues_from_its_checkpoint(byte_data, tmp_path):
     profile = PROFILES["quick"]
     size, point, steps = profile.sizes[0], {"lr": 0.02}, 40
-    runner = bm.Runner(tmp_path, profile, [f"data.dir={byte_data}", "train.threads=1"], planned=2)
-    name = bm.run_name(size, "adamw", point, steps, 0)
+    runner = Runner(tmp_path, profile, [f"data.dir={byte_data}", "train.threads=1"], planned=2)
+    name = run_name(size, "adamw", point, steps, 0)
     Trainer(compose([*runner.overrides(name, size, "adamw", point, steps, 0), "train.stop_after_step=20"])).fit()
     assert (tmp_path / "runs" / name / "ckpt.pt").exists()
     resumed = runner.run(size, "adamw", point, steps, 0, "test")
     assert "resuming from step 20" in (tmp_path / "runs" / name / "train.log").read_text()
-    fresh = bm.Runner(tmp_path / "fresh", profile, [f"data.dir={byte_data}", "train.threads=1"], planned=1)
+    fresh = Runner(tmp_path / "fresh", profile, [f"data.dir={byte_data}", "train.threads=1"], planned=1)
     again = fresh.run(size, "adamw", point, steps, 0, "test")
     assert resumed.final_val == pytest.approx(again.final_val, abs=1e-5) and resumed.tokens == again.tokens == steps * 8 * 32
     assert not (tmp_path / "runs" / name / "ckpt.pt").exists()  # the metrics are the result
@@ -67,7 +72,7 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     processes sharing one results folder (each run lands once); the second runs in this process."""
     out = tmp_path / "quick"
     args = ["--profile", "quick", "--out", str(out), "--data-dir", str(byte_data), "--threads", "1"]
-    assert bm.main([*args, "--workers", "2"]) == 0
+    assert main([*args, "--workers", "2"]) == 0
     first = capsys.readouterr().out
     assert "2 local workers" in first and "2/2 optimizers finished" in first
     names = [json.loads(line)["name"] for line in (out / "results.jsonl").read_text().splitlines()]
@@ -92,16 +97,16 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
                 *(f"loss_vs_budget_{s.name}.png" for s in profile.sizes)]:
         assert (out / png).stat().st_size > 1000, png
     lines = (out / "results.jsonl").read_text().count("\n")
-    assert bm.main(args) == 0
+    assert main(args) == 0
     again = capsys.readouterr().out
     assert "runs |" not in again and (out / "results.jsonl").read_text().count("\n") == lines
     # a worker killed mid-append leaves a torn last line: reports skip it, the next run repairs it and retrains that run
     results = out / "results.jsonl"
     kept = results.read_text().splitlines()
     results.write_text("".join(f"{x}\n" for x in kept[:-1]) + kept[-1][: len(kept[-1]) // 2])
-    assert bm.main([*args, "--report-only"]) == 0
+    assert main([*args, "--report-only"]) == 0
     assert "its last line" in capsys.readouterr().out
-    assert bm.main(args) == 0
+    assert main(args) == 0
     assert "is torn" in capsys.readouterr().out
     assert results.read_text().splitlines() != kept and len(results.read_text().splitlines()) == len(kept)
     assert {json.loads(x)["name"] for x in results.read_text().splitlines()} == {json.loads(x)["name"] for x in kept}
@@ -110,7 +115,7 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     damaged[2] = damaged[2][:10]
     results.write_text("".join(f"{x}\n" for x in damaged))
     for extra in ([], ["--report-only"]):
-        assert bm.main([*args, *extra]) == 2
+        assert main([*args, *extra]) == 2
         assert f"{results}, line 3, is not a result row" in capsys.readouterr().err
 
 
@@ -124,7 +129,7 @@ def test_every_profile_point_composes_into_a_valid_config(profile):
     for optim, space in p.spaces.items():
         for pick in ("first", "middle", "last"):
             point = {k: grid[{"first": 0, "middle": len(grid) // 2, "last": -1}[pick]] for k, grid in space.items()}
-            cfg = compose([*p.base, *p.sizes[0].overrides, *bm.overrides_for(optim, point, p.sizes[0].steps[0])])
+            cfg = compose([*p.base, *p.sizes[0].overrides, *overrides_for(optim, point, p.sizes[0].steps[0])])
             validate(cfg)
             assert cfg.optim.name == optim and cfg.optim.lr == pytest.approx(point["lr"])
             if "one_minus_beta2" in point:
@@ -147,7 +152,7 @@ def test_benchmark_jobs_compose_with_the_slurm_launcher():
     """``hydra/launcher=slurm`` composes into submitit's SLURM launcher with our defaults and the user's
     overrides, and a job's config turns into the worker command line of its one optimizer."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from sophia_train.benchmark_jobs import worker_args
+    from sophia_train.studies.benchmark.jobs import worker_args
 
     cfg = _compose_benchmark_job(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "profile=gpu_small",
                                   "out=/shared/bench", "optimizer=soap", "threads=4"])
@@ -156,7 +161,7 @@ def test_benchmark_jobs_compose_with_the_slurm_launcher():
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.max_num_timeout == 3
     args = worker_args(cfg, "/shared/bench")
     assert args == ["--profile", "gpu_small", "--out", "/shared/bench", "--optims", "soap", "--runs-only", "--threads", "4"]
-    assert args[5] in bm.PROFILES[args[1]].optims
+    assert args[5] in PROFILES[args[1]].optims
 
 
 def test_training_multiruns_compose_with_the_slurm_launcher():
@@ -176,19 +181,19 @@ def test_training_multiruns_compose_with_the_slurm_launcher():
 def test_a_grid_extended_past_its_range_is_not_trained(tmp_path, monkeypatch):
     """Kron's warmup grid was extended to 1.6 of the run in the cpu profile and the worker died on the
     config error; such a point now counts as an infinite loss without training, and the search stops."""
-    assert bm.feasible({"lr": 1e-3, "warmup": 1.0, "one_minus_beta2": 0.5})
-    assert not bm.feasible({"lr": 1e-3, "warmup": 1.6}) and not bm.feasible({"lr": 1e-3, "one_minus_beta": 1.0})
-    assert not bm.feasible({"lr": -1e-3})
+    assert feasible({"lr": 1e-3, "warmup": 1.0, "one_minus_beta2": 0.5})
+    assert not feasible({"lr": 1e-3, "warmup": 1.6}) and not feasible({"lr": 1e-3, "one_minus_beta": 1.0})
+    assert not feasible({"lr": -1e-3})
     trained = []
 
     def fake_run(self, size, optim, point, steps, seed, phase):
         trained.append(point["warmup"])
         return RunResult(2.0 - point["warmup"], 1.0, steps)  # longer warmup always better: the grid runs off its edge
 
-    monkeypatch.setattr(bm.Runner, "run", fake_run)
-    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+    monkeypatch.setattr(Runner, "run", fake_run)
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
                          spaces={"adamw": {"warmup": [0.2, 0.4, 0.8]}}, phase2={"adamw": ()})
-    chosen = bm.run_profile(profile, tmp_path, [], ["adamw"])["chosen"]
+    chosen = run_profile(profile, tmp_path, [], ["adamw"])["chosen"]
     assert max(trained) <= 1 and chosen["adamw"]["s/20"]["warmup"] == 0.8
 
 
@@ -206,9 +211,9 @@ def test_phase1_count_matches_the_distinct_points_tune_trains(space, moved):
         seen.add(tuple(sorted(point.items())))
         return sum(math.log2(point[k] / best[k]) ** 2 for k in point)
 
-    assert bm.tune(space, loss_of) == best
+    assert tune(space, loss_of) == best
     second_sweep = 0 if moved else 2 * (len(space) - 1)
-    assert len(seen) == bm.phase1_runs(space) - second_sweep
+    assert len(seen) == tune_runs(space) - second_sweep
 
 
 def test_progress_total_is_exact_when_no_grid_is_extended(tmp_path, monkeypatch, capsys):
@@ -221,13 +226,13 @@ def test_progress_total_is_exact_when_no_grid_is_extended(tmp_path, monkeypatch,
         return {"name": name, "size": size.name, "optim": optim, "point": point, "steps": steps, "seed": seed,
                 "final_val": loss, "seconds": 1.0, "tokens": steps, "wall": 0.0}
 
-    monkeypatch.setattr(bm.Runner, "_train", fake_train)
+    monkeypatch.setattr(Runner, "_train", fake_train)
     space = {"lr": [1.0, 2.0, 4.0, 8.0, 16.0], "wd": [1.0, 2.0, 4.0, 8.0, 16.0]}
-    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0, 1),
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0, 1),
                          spaces={"adamw": space, "lion": space}, phase2={"adamw": ("lr",), "lion": ("lr",)})
-    planned = bm.planned_runs(profile)
+    planned = planned_runs(profile)
     assert planned == 2 * ((10 + 1) + 2 * 3 + 3 * 1)
-    bm.run_profile(profile, tmp_path, [], ["adamw", "lion"])
+    run_profile(profile, tmp_path, [], ["adamw", "lion"])
     totals = [line.split(" runs")[0].split("] ")[1] for line in capsys.readouterr().out.splitlines() if " runs |" in line]
     assert len(totals) == planned and set(t.split("/")[1] for t in totals) == {str(planned)}
     assert totals[-1] == f"{planned}/{planned}"
@@ -242,12 +247,12 @@ def test_sensitivity_slice_falls_back_to_the_last_line_search():
               run(1, 2, 2.4), run(4, 2, 2.1), run(8, 2, 2.3),  # sweep 1: LR at wd 2 (stays)
               run(2, 4, 1.95), run(2, 2, 1.9), run(9, 9, 9.0) | {"steps": 8}]  # wd stays; another budget ignored
     best = {"lr": 2, "wd": 2}
-    lr_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "lr", best)
+    lr_runs, note = sensitivity_slice(points, ["lr", "wd"], "lr", best)
     assert [p["lr"] for p in lr_runs] == [1, 2, 4, 8] and [p["final_val"] for p in lr_runs] == [2.4, 1.9, 2.1, 2.3] and note == ""
-    wd_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "wd", best)
+    wd_runs, note = sensitivity_slice(points, ["lr", "wd"], "wd", best)
     assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == ""
     moved = {"lr": 8, "wd": 2}  # as if the LR had moved last: no wd search at lr 8, so the latest one (at lr 2)
-    wd_runs, note = bm.sensitivity_slice(points, ["lr", "wd"], "wd", moved)
+    wd_runs, note = sensitivity_slice(points, ["lr", "wd"], "wd", moved)
     assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == "lr=2"
 
 
@@ -258,22 +263,22 @@ def test_phase1_ends_at_a_checked_local_optimum(tmp_path, monkeypatch):
     def loss(point):  # the best LR equals the weight decay (in log2 units: the two coupled); the best wd is 16
         return math.log2(point["lr"] / point["wd"]) ** 2 + 0.3 * math.log2(point["wd"] / 16) ** 2
 
-    monkeypatch.setattr(bm.Runner, "run", lambda self, size, optim, point, steps, seed, phase: RunResult(loss(point), 1.0, steps))
+    monkeypatch.setattr(Runner, "run", lambda self, size, optim, point, steps, seed, phase: RunResult(loss(point), 1.0, steps))
     space = {"lr": [2.0, 4.0, 8.0], "wd": [0.5, 1.0, 2.0]}
-    stopped = bm.tune(space, loss)
+    stopped = tune(space, loss)
     assert any(loss({**stopped, k: stopped[k] * f}) < loss(stopped) for k in stopped for f in (0.5, 2.0))
-    profile = bm.Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
                          spaces={"adamw": space}, phase2={"adamw": ()})
-    out = bm.run_profile(profile, tmp_path, [], ["adamw"])
+    out = run_profile(profile, tmp_path, [], ["adamw"])
     best = out["chosen"]["adamw"]["s/20"]
-    assert best == bm.settle(stopped, loss) and loss(best) < loss(stopped)
+    assert best == settle(stopped, loss) and loss(best) < loss(stopped)
     assert all(loss({**best, k: best[k] * f}) >= loss(best) for k in best for f in (0.5, 2.0))
-    rows = bm.neighbour_rows(out["tried"], out["chosen"])
+    rows = neighbour_rows(out["tried"], out["chosen"])
     assert rows[2].startswith(f"| adamw | {loss(best):.4f} | 4 of 4 |") and rows[2].endswith("| yes |")
-    assert bm.settle(stopped, loss, max_moves=0) == stopped
+    assert settle(stopped, loss, max_moves=0) == stopped
     done = {"adamw": [{"size": "s", "steps": 20, **p, "final_val": v} for p, v in
                       (({"lr": 4.0, "wd": 1.0}, 1.0), ({"lr": 2.0, "wd": 1.0}, 1.5), ({"lr": 8.0, "wd": 1.0}, 1.2))]}
-    (row,) = bm.neighbour_rows(done, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2:]
+    (row,) = neighbour_rows(done, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2:]
     assert row == "| adamw | 1.0000 | 2 of 4 | lr x2 (+0.2000) | not shown (2 not run) |"
     worse = {"adamw": [*done["adamw"], {"size": "s", "steps": 20, "lr": 4.0, "wd": 2.0, "final_val": 0.9}]}
-    assert bm.neighbour_rows(worse, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2].endswith("| wd x2 (-0.1000) | no |")
+    assert neighbour_rows(worse, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2].endswith("| wd x2 (-0.1000) | no |")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sophia_train.data import BatchSampler, open_dataset
-from sophia_train.prepare import load_local_files, prepare_hf_dataset
-from sophia_train.prepare import main as prepare_main
-from sophia_train.tokenizer import get_tokenizer
+from sophia_train.data.prepare import load_local_files, prepare_hf_dataset
+from sophia_train.data.prepare import main as prepare_main
+from sophia_train.data.tokenizer import get_tokenizer
 
 
 def test_byte_tokenizer_round_trip():
@@ -67,7 +67,7 @@ def test_default_corpus_from_a_given_file(tmp_path):
 
 
 def test_python_docs_fallback_is_real_english():
-    from sophia_train.corpus import _python_docs_text
+    from sophia_train.data.corpus import _python_docs_text
 
     text = _python_docs_text()
     assert len(text) > 200_000 and text.count(" the ") > 1000

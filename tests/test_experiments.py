@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from conftest import compose
-from sophia_train.compare_runs import find_runs, markdown_report, t_half_verdict
 from sophia_train.config import ConfigError, accum_per_rank, total_accum
+from sophia_train.config.paper import PAPER_PEAK_LR
 from sophia_train.metrics import peak_flops_for_name
-from sophia_train.paper import PAPER_PEAK_LR
 from sophia_train.plotting import plot_diagnostics, plot_runs
+from sophia_train.studies.compare_runs import find_runs, markdown_report, t_half_verdict
 
 
 @pytest.mark.parametrize("model, optim", [(m, o) for m, row in PAPER_PEAK_LR.items() for o in row])
@@ -181,7 +181,7 @@ def test_plots_from_synthetic_logs(synthetic, tmp_path):
 
 def test_lr_blowup_search_finds_the_largest_stable_lr_and_runs_the_check(byte_data, tmp_path):
     from conftest import tiny_overrides
-    from sophia_train.lr_search import search
+    from sophia_train.studies.lr_search import search
 
     overrides = tiny_overrides(byte_data, tmp_path / "search", optim="sgd")
     overrides += ["train.max_steps=12", "train.eval_interval=12", "train.grad_clip=0"]

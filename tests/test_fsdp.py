@@ -13,7 +13,7 @@ import torch
 
 from conftest import PYTHON, REPO, compose, python_env, tiny_overrides
 from sophia_train import checkpoint as ckpt
-from sophia_train import sharded_checkpoint as sharded
+from sophia_train.checkpoint import sharded as sharded
 from sophia_train.config import ConfigError, validate
 from sophia_train.metrics import read_metrics
 
@@ -138,8 +138,8 @@ def test_sharded_checkpoint_resumes_on_another_process_count(byte_data, tmp_path
     assert sorted(single["optimizer"]["state"]) == sorted(direct["optimizer"]["state"])
 
     pytest.importorskip("transformers")
-    from sophia_train.hf import export_hf
-    from sophia_train.sample import load_run
+    from sophia_train.checkpoint.load_run import load_run
+    from sophia_train.interop.hf import export_hf
 
     export_hf(run, tmp_path / "hf")
     import transformers
@@ -204,7 +204,7 @@ def test_two_nodes_on_one_machine_with_c10d_rendezvous(byte_data, tmp_path):
 def test_memory_table_counts_the_real_model_and_optimizer():
     """Known answers: AdamW keeps two fp32 tensors per parameter (plus 0-d step counters), Lion one; FSDP
     holds ceil(rows / world) rows of each tensor."""
-    from sophia_train.memory import build_on_meta, state_bytes
+    from sophia_train.studies.memory import build_on_meta, state_bytes
 
     model, adamw = build_on_meta("nano", "adamw", vocab_size=256)
     params = list(model.parameters())
@@ -224,7 +224,7 @@ def test_memory_table_counts_the_real_model_and_optimizer():
 
 def test_grad_norm_does_not_depend_on_how_tensors_are_cut():
     """The global norm (fp64 accumulation) of whole tensors equals the one summed from row pieces."""
-    from sophia_train.parallel import grad_norm
+    from sophia_train.distributed.parallel import grad_norm
 
     torch.manual_seed(0)
     grads = [torch.randn(37, 11) * 3, torch.randn(5), torch.randn(64, 64) * 1e-3]

@@ -41,8 +41,8 @@ def hf_gpt2(tmp_path, vocab=256, **kw):
 
 @pytest.mark.parametrize("scaled", [False, True])
 def test_exported_model_computes_our_logits(byte_data, tmp_path, scaled):
-    from sophia_train.hf import export_hf
-    from sophia_train.sample import load_run
+    from sophia_train.checkpoint.load_run import load_run
+    from sophia_train.interop.hf import export_hf
 
     train(byte_data, tmp_path / "run", f"model.attn_scale_by_layer={str(scaled).lower()}")
     out = export_hf(tmp_path / "run", tmp_path / "hf")
@@ -64,8 +64,8 @@ def test_exported_model_computes_our_logits(byte_data, tmp_path, scaled):
 
 def test_gpt2_tokenizer_export_matches_tiktoken():
     pytest.importorskip("tiktoken")
-    from sophia_train.hf import hf_tokenizer
-    from sophia_train.tokenizer import get_tokenizer
+    from sophia_train.data.tokenizer import get_tokenizer
+    from sophia_train.interop.hf import hf_tokenizer
 
     try:
         ours = get_tokenizer("gpt2")
@@ -111,7 +111,7 @@ def test_init_from_a_run_starts_from_its_weights(byte_data, tmp_path, monkeypatc
     """The weights are copied and the source checkpoint is read whole once: the shape and tokenizer
     checks before it (composing the config, building the trainer) map the file without reading tensors."""
     from sophia_train.checkpoint import load_checkpoint, load_checkpoint_meta
-    from sophia_train.sample import load_run
+    from sophia_train.checkpoint.load_run import load_run
 
     train(byte_data, tmp_path / "a")
     full_state = load_checkpoint(tmp_path / "a")
@@ -170,7 +170,7 @@ def nanogpt_folder(src, dst, char: bool):
 
 def test_nanogpt_data_folders_train_and_sample_without_the_data(byte_data, tmp_path):
     from sophia_train.data import open_dataset
-    from sophia_train.sample import generate_samples
+    from sophia_train.interop.sample import generate_samples
 
     char = nanogpt_folder(byte_data, tmp_path / "shakespeare_char", char=True)
     ds = open_dataset(char)
@@ -193,7 +193,7 @@ def test_nanogpt_data_folders_train_and_sample_without_the_data(byte_data, tmp_p
 
 
 def test_sample_cli_options(byte_data, tmp_path, capsys):
-    from sophia_train.sample import main
+    from sophia_train.interop.sample import main
 
     train(byte_data, tmp_path / "run")
     main([str(tmp_path / "run"), "--prompt", "The", "-n", "10", "--num-samples", "2", "--temperature", "1.2", "--top-k", "5", "--device", "auto"])
@@ -204,7 +204,7 @@ def test_sample_cli_options(byte_data, tmp_path, capsys):
 
 
 def test_inspect_prints_step_config_and_val_loss(byte_data, tmp_path, capsys):
-    from sophia_train.inspect_ckpt import main
+    from sophia_train.checkpoint.inspect_ckpt import main
 
     summary = train(byte_data, tmp_path / "run")
     main([str(tmp_path / "run")])
@@ -236,8 +236,8 @@ LOCAL_TASK = [
 @pytest.mark.slow
 def test_lm_eval_on_a_local_task_matches_hand_computed_accuracy(byte_data, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
-    from sophia_train.evaluate import compare, evaluate_run
-    from sophia_train.sample import load_run
+    from sophia_train.checkpoint.load_run import load_run
+    from sophia_train.interop.evaluate import compare, evaluate_run
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -272,7 +272,7 @@ def test_fig5_preset_names_tasks_the_harness_knows():
     pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    from sophia_train.evaluate import PRESETS
+    from sophia_train.interop.evaluate import PRESETS
 
     preset = PRESETS["sophia_fig5"]
     known = TaskManager().all_tasks

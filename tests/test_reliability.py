@@ -229,7 +229,7 @@ def test_sigterm_to_torchrun_saves_on_every_rank_and_resumes_the_same_run(byte_d
     (signal.SIGUSR1, signal.SIGUSR1, 5.0, False),
 ])
 def test_a_second_signal_exits_at_once(monkeypatch, first, second, grace, exits):
-    import sophia_train.stop_signals as stop_signals
+    import sophia_train.distributed.stop_signals as stop_signals
 
     monkeypatch.setattr(stop_signals, "REPEAT_GRACE_S", grace)
     signals = stop_signals.StopSignals(announce=False).install()
@@ -429,7 +429,7 @@ def test_a_malformed_checkpoint_is_one_paragraph_and_left_untouched(byte_data, t
 
 @pytest.mark.slow
 def test_a_damaged_shard_of_a_sharded_checkpoint_is_detected(byte_data, tmp_path):
-    from sophia_train import sharded_checkpoint as sharded
+    from sophia_train.checkpoint import sharded as sharded
 
     args = tiny_overrides(byte_data, tmp_path, "train.max_steps=8", "train.parallel=fsdp", optim="adamw")
     Trainer(compose([*args, "train.stop_after_step=4"])).fit()
@@ -449,7 +449,7 @@ def test_a_damaged_shard_of_a_sharded_checkpoint_is_detected(byte_data, tmp_path
 @pytest.mark.slow
 def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(byte_data, tmp_path):
     out = tmp_path / "bench"
-    parent = subprocess.Popen([PYTHON, "-m", "sophia_train.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
+    parent = subprocess.Popen([PYTHON, "-m", "sophia_train.studies.benchmark", "--profile", "quick", "--out", str(out), "--data-dir",
                                str(byte_data), "--workers", "2", "--threads", "1"], cwd=REPO, env=python_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -472,7 +472,7 @@ def test_workers_of_a_killed_benchmark_stop_instead_of_training_on(byte_data, tm
 def test_a_full_disk_during_a_sharded_save_gives_the_disk_full_message(byte_data, tmp_path, monkeypatch):
     import torch.distributed.checkpoint as dcp
 
-    import sophia_train.sharded_checkpoint as sharded
+    import sophia_train.checkpoint.sharded as sharded
 
     args = tiny_overrides(byte_data, tmp_path, "train.max_steps=8", "train.ckpt_interval=2", "train.parallel=fsdp", optim="adamw")
     Trainer(compose([*args, "train.stop_after_step=4"])).fit()

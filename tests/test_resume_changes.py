@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from conftest import compose, tiny_overrides
+from sophia_train.checkpoint.resume_changes import FIXED_FIELDS, LOOP_READ_FIELDS
 from sophia_train.config import ConfigError, TrainingDiverged
-from sophia_train.resume_changes import FIXED_FIELDS, LOOP_READ_FIELDS
 from sophia_train.trainer import Trainer
 
 OPTIMS = ["adamw", "sophia_g", "sophia_h", "adahessian", "lion", "s3", "normalize", "muon", "soap", "kron", "momentum"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sophia_train.speedup import compute_per_token, data_speedup, fit_power_law, half_budget_verdict, seed_speedups
+from sophia_train.studies.speedup import compute_per_token, data_speedup, fit_power_law, half_budget_verdict, seed_speedups
 
 A, B, C = 30.0, 0.3, 2.0
 BUDGETS = [1e6, 2e6, 4e6, 8e6]
@@ -72,7 +72,7 @@ def test_interpolated_speedup_reads_adamws_measured_losses_by_hand():
     """Between budgets: straight lines in (log D, L). AdamW at 100/200/400/800 with 3.0/2.6/2.4/2.0 and X
     at budget 200 with 2.5: halfway (in L) from 200 to 400, so D = 200 * 2**0.5 and the speedup sqrt(2).
     Outside the range only bounds; AdamW's own points give exactly 1; a rise in AdamW's curve is ignored."""
-    from sophia_train.speedup import interpolated_speedup
+    from sophia_train.studies.speedup import interpolated_speedup
 
     budgets, losses = [100, 200, 400, 800], [3.0, 2.6, 2.4, 2.0]
     s = interpolated_speedup(budgets, losses, 2.5, 200)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sophia_train.toy_2d import lecture_trajectories, plot_trajectories, saddle_loss, sophia_toy_loss, sophia_toy_trajectories
+from sophia_train.studies.toy_2d import lecture_trajectories, plot_trajectories, saddle_loss, sophia_toy_loss, sophia_toy_trajectories
 
 
 def loss_at(p):

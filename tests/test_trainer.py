@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_atomic_checkpoint_survives_crash_between_write_and_rename(tmp_path, mon
     def crash(*args, **kwargs):
         raise OSError("simulated crash before rename")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         ckpt.save_checkpoint({"format_version": ckpt.FORMAT_VERSION, "step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
@@ -172,7 +173,7 @@ def test_diverging_run_stops_with_a_clear_error(byte_data, tmp_path):
 
 
 def test_sampling_from_a_trained_run(byte_data, tmp_path):
-    from sophia_train.sample import generate_text
+    from sophia_train.interop.sample import generate_text
 
     Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.max_steps=3"))).fit()
     text = generate_text(tmp_path, prompt="KING", max_new_tokens=20, seed=1)

@@ -28,6 +28,7 @@ from sophia_train.config import (
     SophiaHConfig,
     TorchOptimConfig,
 )
+from sophia_train.distributed.parallel import is_sharded
 from sophia_train.errors import ConfigError
 from sophia_train.optim.adahessian import AdaHessian
 from sophia_train.optim.contract import CurvatureOptimizer, curvature_norm, optimizer_step, step_stats, update_curvature
@@ -39,7 +40,6 @@ from sophia_train.optim.peers import build_kron, build_soap
 from sophia_train.optim.s3 import SoftSignSGD
 from sophia_train.optim.sophia import SophiaG, SophiaH
 from sophia_train.optim.whole import WholeTensorSteps, whole_tensor_class
-from sophia_train.parallel import is_sharded
 
 __all__ = [
     "AdaHessian", "Lion", "MuonAdamW", "NormalizedMomentum", "SoftSignSGD", "SophiaG", "SophiaH",

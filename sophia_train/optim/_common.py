@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from sophia_train.parallel import local, shard_group, sharded_sum
+from sophia_train.distributed.parallel import local, shard_group, sharded_sum
 
 #: Elements per foreach call on CPU (4 MiB of fp32). Off CUDA a ``torch._foreach_*`` op loops over its
 #: tensors and every temporary of the list stays alive until the op ends; over a whole model that is

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
+from sophia_train.distributed.parallel import is_sharded
 from sophia_train.model import round_up
 from sophia_train.optim._common import unfused_update
 from sophia_train.optim.kernels import kernels
-from sophia_train.parallel import is_sharded
 
 #: Element alignment of every parameter inside a flat buffer (GPT-2 shapes need no padding at all).
 ALIGN = 64

@@ -27,11 +27,11 @@ import torch
 from torch.optim import Optimizer
 
 from sophia_train.config import SophiaConfig, SophiaHConfig
+from sophia_train.distributed.parallel import shard_group, sharded_sum
 from sophia_train.optim._common import evaluate_closure, global_norm, lazy_state
 from sophia_train.optim.contract import CurvatureOptimizer
 from sophia_train.optim.flat import FusedFlatMixin
 from sophia_train.optim.kernels import kernels
-from sophia_train.parallel import shard_group, sharded_sum
 
 
 class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from sophia_train.distributed.parallel import is_sharded, like_param, local
 from sophia_train.optim._common import evaluate_closure
-from sophia_train.parallel import is_sharded, like_param, local
 
 
 class WholeTensorSteps:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sophia_train import sharded_checkpoint as sharded
 from sophia_train.checkpoint import checkpoint_at, save_checkpoint
+from sophia_train.checkpoint import sharded as sharded
 
 
 def main(argv: list[str] | None = None) -> int:

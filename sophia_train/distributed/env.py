@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sophia_train.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,7 +37,6 @@ def dist_info_from_env() -> DistInfo:
 
 def pick_device(requested: str, info: DistInfo) -> torch.device:
     """``auto``: this rank's GPU when CUDA is available, else the CPU. Impossible choices raise ``ConfigError``."""
-    from sophia_train.errors import ConfigError
 
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from sophia_train.atomic import atomic_write_text
+from sophia_train.checkpoint.load_run import load_run
 from sophia_train.errors import ConfigError
 from sophia_train.model import GPT, GPTConfig
 
@@ -188,7 +189,6 @@ TOKENIZER_NOTES = {
 
 def export_hf(run: str | os.PathLike, out: str | os.PathLike, device: str = "cpu") -> Path:
     """Write a run's model as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer, README.md)."""
-    from sophia_train.sample import load_run
 
     loaded = load_run(run, device)
     tok_spec = loaded.tokenizer_spec

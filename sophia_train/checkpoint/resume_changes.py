@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from sophia_train.errors import ConfigError
+from sophia_train.optim import build_optimizer
 
 #: Optimizer fields the training loop reads from the config itself, so a resumed run applies them as is:
 #: the peak LR (through the schedule, which sets every group's LR each step) and the curvature hook's settings.
@@ -82,7 +83,6 @@ def apply_optimizer_changes(optimizer: torch.optim.Optimizer, model: nn.Module, 
     ``now`` is today's optimizer config, ``saved`` the checkpoint's (a dict), ``changes`` the vetted
     differences. Returns ``{optim field: [param-group keys it set]}`` (empty for a field the loop reads);
     raises ``ConfigError`` for a field that neither reaches a param group nor is read by the loop."""
-    from sophia_train.optim import build_optimizer
 
     fields = sorted(k.split(".", 1)[1] for k in changes if k.startswith("optim."))
     if not fields:

@@ -28,6 +28,11 @@ from pathlib import Path
 import torch
 
 from sophia_train.atomic import atomic_write_text
+from sophia_train.compose import compose_config
+from sophia_train.distributed import destroy_process_group, dist_info_from_env
+from sophia_train.model import GPT, gpt_config
+from sophia_train.optim import build_optimizer, optimizer_step
+from sophia_train.trainer import Trainer
 
 GiB = 1024**3
 
@@ -64,9 +69,6 @@ def _bytes(tensors, world: int | None) -> int:
 def build_on_meta(model_name: str, optim_name: str, vocab_size: int = 50257):
     """The model ``+model=model_name`` and optimizer ``optim=optim_name`` on the meta device, after one
     step (so the optimizer's state exists)."""
-    from sophia_train.compose import compose_config
-    from sophia_train.model import GPT, gpt_config
-    from sophia_train.optim import build_optimizer, optimizer_step
 
     cfg = compose_config([f"+model={model_name}", f"optim={optim_name}"])
     with torch.device("meta"):
@@ -119,9 +121,6 @@ def _rss_bytes() -> int:
 
 def measure(overrides: list[str]) -> dict:
     """Train with ``overrides`` (under torchrun or alone); this rank's peak RSS above its start, in bytes."""
-    from sophia_train.compose import compose_config
-    from sophia_train.distributed import destroy_process_group, dist_info_from_env
-    from sophia_train.trainer import Trainer
 
     base = _rss_bytes()
     info = dist_info_from_env()
@@ -140,7 +139,7 @@ def measured_table(data_dir: str, out_root: Path, nproc: int, model_args: list[s
                 "train.overwrite=true", "train.max_steps=3", "train.warmup_steps=1", "train.eval_iters=1",
                 "train.eval_interval=3", "train.plot=false", "train.batch_size=2", "train.seq_len=64", "train.threads=1"]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-               "sophia_train.memory", "--measure", *args]
+               "sophia_train.studies.memory", "--measure", *args]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if done.returncode != 0:
             raise RuntimeError(f"the {parallel} measurement failed:\n{done.stderr[-2000:]}")
@@ -154,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/memory_table.py``: the computed table (and with ``--measure-data`` the measured CPU one)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--measure":  # one rank of a measured run (started by measured_table)
-        from sophia_train.compose import compose_config
 
         out_dir = Path(compose_config(argv[1:]).train.out_dir)
         result = measure(argv[1:])

@@ -1,9 +1,4 @@
-"""The run folder's safety: exclusive ownership, atomic save and safe load, and resume vetting.
-
-A checkpoint is written to a temporary file of its own name in the same folder, flushed to disk, then
-renamed over the old one (``os.replace`` is atomic on POSIX): a crash at any moment leaves either the
-previous checkpoint or the new one, never a torn file; a failed write (disk full) removes its temp file
-and leaves the previous checkpoint as it was. Loading uses ``weights_only=True``.
+"""The run folder's safety: exclusive ownership, and resume vetting.
 
 One run per folder: ``RunFolderLock`` holds an OS lock (``fcntl.flock``) on ``run.lock`` for the whole
 run. The OS drops it when the process dies, so a SIGKILLed run never blocks its own resume.
@@ -15,7 +10,6 @@ schedule); the trainer refuses them unless named in ``train.resume_allow``.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import os
@@ -24,23 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn as nn
 from omegaconf import OmegaConf
 
-from sophia_train import sharded_checkpoint as sharded
-from sophia_train.atomic import atomic_write, file_in_the_way, fsync_dir, remove_stale_temp_files  # noqa: F401  (re-exported)
+from sophia_train.atomic import file_in_the_way, remove_stale_temp_files
+from sophia_train.checkpoint import sharded
+from sophia_train.checkpoint.integrity import check_layout
+from sophia_train.checkpoint.io import CHECKPOINT_NAME, LOCK_NAME, load_checkpoint, run_checkpoint, saved_model_config
+from sophia_train.checkpoint.resume_changes import refuse_fixed_fields
 from sophia_train.config import Config, flatten
 from sophia_train.data import dataset_differences
 from sophia_train.errors import ConfigError
-from sophia_train.integrity import check_layout, check_optimizer_shapes, load_error, verify_zip_checksums
-from sophia_train.parallel import is_sharded, local
-from sophia_train.resume_changes import refuse_fixed_fields
-
-CHECKPOINT_NAME = "ckpt.pt"
-BEST_NAME = "best.pt"  # train.keep_best: the checkpoint with the lowest val loss
-LOCK_NAME = "run.lock"
-FORMAT_VERSION = 1
 
 #: Settings that may change when a run is resumed: where and how it runs, what it reports, never what it computes.
 RESUME_FREE_KEYS = (
@@ -50,79 +37,6 @@ RESUME_FREE_KEYS = (
     "train.dtype", "train.compile", "train.threads", "train.plot", "train.log_update_stats",
     "train.skip_nonfinite", "train.max_skips_in_row", "train.eval_only", "train.keep_best", "train.parallel",
 )
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (``atomic_write``), every record with its CRC-32 (verified at load)."""
-    torch.serialization.set_crc32_options(True)  # torch's default; the integrity check relies on it
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises ``ConfigError``. A sharded
-    checkpoint folder (``RUN/ckpt.dcp``, FSDP runs) is read whole into the same one-file layout. With
-    ``mmap`` a one-file checkpoint's tensors are mapped, not read, until used."""
-    path = checkpoint_at(path) if Path(path).is_dir() else Path(path)
-    if path.is_dir() and (sharded.exists(path) or (path / sharded.META).is_file()):
-        state = sharded.to_single_file(sharded.latest(path) or path)
-        return state if str(map_location) == "cpu" else _to_device(state, map_location)
-    if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path}: nothing to resume. Drop train.resume=true to start a new run.")
-    if not mmap:  # a full read checks every record against its stored CRC-32 (a mapped read is for metadata only)
-        verify_zip_checksums(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as e:
-        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise ConfigError(
-            f"the checkpoint {path} cannot be read ({type(e).__name__}: {first[:200]}); "
-            f"it is truncated or not a sophia_train checkpoint. It was left untouched."
-        ) from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path} is not a sophia_train checkpoint (format {FORMAT_VERSION}); it was left untouched.")
-    return state
-
-
-def load_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's entries besides the weights and the optimizer state (shape, config, tokenizer, step),
-    without reading its tensors: a sharded checkpoint's ``meta.pt``, a one-file checkpoint mapped."""
-    path = checkpoint_at(path) if Path(path).is_dir() else Path(path)
-    if path.is_dir() and (sharded.exists(path) or (path / sharded.META).is_file()):
-        return sharded.load_meta(sharded.latest(path) or path)
-    state = load_checkpoint(path, mmap=True)
-    return {k: v for k, v in state.items() if k not in ("model", "optimizer")}
-
-
-def _to_device(obj: Any, device: str | torch.device) -> Any:
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_device(v, device) for v in obj]
-    return obj
-
-
-def run_checkpoint(folder: str | os.PathLike) -> Path:
-    """The checkpoint a run folder holds: ``ckpt.pt`` (one file), else ``ckpt.dcp`` when it holds a
-    sharded one; when both are there (a crash right after a run switched ``train.parallel``), the newer."""
-    folder = Path(folder)
-    single, dcp = folder / CHECKPOINT_NAME, folder / sharded.SHARDED_NAME
-    newest = sharded.latest(dcp)
-    if newest is None:
-        return single
-    if single.is_file() and single.stat().st_mtime > (newest / sharded.META).stat().st_mtime:
-        return single
-    return dcp
-
-
-def checkpoint_at(run: str | os.PathLike) -> Path:
-    """The checkpoint a path names: a file or a sharded ``ckpt.dcp`` folder as given, a run folder's own
-    (``run_checkpoint``) otherwise. It may not exist."""
-    path = Path(run).expanduser()
-    if path.is_file() or (path / sharded.LATEST).is_file() or (path / sharded.META).is_file():
-        return path
-    return run_checkpoint(path) if path.is_dir() else path
 
 
 def prepare_out_dir(folder: str | os.PathLike) -> Path:
@@ -305,12 +219,6 @@ def load_resume_state(folder: Path) -> dict[str, Any]:
     return state
 
 
-def saved_model_config(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's model shape, with fields added to ``GPTConfig`` since it was written at their defaults."""
-    from sophia_train.model import GPTConfig
-
-    return {**dataclasses.asdict(GPTConfig()), **state.get("model_config", {})}
-
 
 @dataclass
 class RunFolder:
@@ -359,89 +267,3 @@ def open_for_eval(cfg: Config, model_config: dict[str, Any]) -> RunFolder:
     return RunFolder(path, None, state, {}, sharded=cfg.train.parallel == "fsdp")
 
 
-def rng_snapshot(device: torch.device) -> dict[str, torch.Tensor]:
-    """The RNG states a checkpoint keeps (torch's, and the GPU's on CUDA)."""
-    rng = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
-    return rng
-
-
-def training_state(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, model_config: Any, cfg: Config,
-                   snapshot: dict[str, Any]) -> dict[str, Any]:
-    """Everything a resumed run needs, as one checkpoint dict (``snapshot``: RNG, clock and best val loss)."""
-    return {**training_meta(step, model_config, cfg, snapshot), "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-
-
-def training_meta(step: int, model_config: Any, cfg: Config, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's entries besides the weights and the optimizer state (all a sharded one keeps in meta.pt)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "model_config": dataclasses.asdict(model_config),
-        "model_name": cfg.model.name,
-        "optim_name": cfg.optim.name,
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
-        **snapshot,
-    }
-
-
-def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-            path: Path | None = None) -> dict[str, float]:
-    """Load a checkpoint's weights, optimizer state and RNG; returns its ``step``, ``best_val`` and ``elapsed_s``.
-
-    Either format into either kind of model: a sharded checkpoint (``sharded_folder``) is read by DCP
-    straight into FSDP shards (any process count) or whole into a plain model; a one-file checkpoint
-    is cut into shards for an FSDP model."""
-    fsdp = any(is_sharded(p) for p in model.parameters())
-    if state.get("sharded_folder"):
-        if fsdp:
-            sharded.restore(state["sharded_folder"], model, optimizer)
-        else:
-            state = {**state, **sharded.to_single_file(state["sharded_folder"])}
-    if "model" in state:
-        where = Path(state.get("sharded_folder") or path or "the checkpoint")
-        try:
-            if fsdp:
-                sharded.restore_from_single_file(state, model, optimizer)
-            else:
-                model.load_state_dict(state["model"])
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise load_error(e, where, "model") from None
-        if not fsdp:
-            try:
-                optimizer.load_state_dict(state["optimizer"])
-            except (RuntimeError, KeyError, ValueError, TypeError) as e:
-                raise load_error(e, where, "optimizer") from None
-    check_optimizer_shapes(optimizer, Path(state.get("sharded_folder") or path or "the checkpoint"))
-    rng = state.get("rng", {})
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], device)
-    return {"step": int(state["step"]), "best_val": float(state.get("best_val", float("inf"))),
-            "elapsed_s": float(state.get("elapsed_s", 0.0))}
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The floating-point state tensors of an optimizer (what a checkpoint of it holds besides counters)."""
-    return [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
-
-
-@torch.no_grad()
-def all_finite(tensors: list[torch.Tensor], flagged: torch.Tensor, distributed: bool) -> bool:
-    """Whether every tensor is finite and ``flagged`` (a NaN/inf loss seen) is false, on every rank.
-    Norms on device first and one host sync; an exact element check confirms a bad norm (a norm can
-    overflow where no element does)."""
-    from sophia_train.distributed import all_reduce_mean_
-
-    tensors = [local(t) for t in tensors]  # FSDP: each rank checks its own shards; the vote below covers all
-    device = flagged.device
-    norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)]) if tensors else torch.zeros(1, device=device)
-    bad = (~torch.isfinite(norms).all() | flagged).float().reshape(1)
-    all_reduce_mean_([bad])
-    if float(bad) == 0:
-        return True
-    if flagged or distributed:
-        return False
-    return all(bool(torch.isfinite(t).all()) for t in tensors)

@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 
 from sophia_train.atomic import file_in_the_way
-from sophia_train.corpus import default_corpus_text
 from sophia_train.data import SPLITS, write_meta, write_split
+from sophia_train.data.corpus import corpus_path, default_corpus_text
+from sophia_train.data.tokenizer import get_tokenizer
 from sophia_train.errors import ConfigError
-from sophia_train.tokenizer import get_tokenizer
 
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 JSON_SUFFIXES = {".jsonl", ".json"}
@@ -275,7 +275,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     from datasets import Dataset
 
-    from sophia_train.corpus import corpus_path
 
     ap = argparse.ArgumentParser(description="Tokenize a corpus into train.bin / val.bin / meta.json.")
     sub = ap.add_subparsers(dest="source", required=True)

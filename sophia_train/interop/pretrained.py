@@ -16,7 +16,11 @@ from typing import Any
 
 import torch
 
+from sophia_train.checkpoint import checkpoint_at, load_checkpoint_meta, saved_model_config
+from sophia_train.checkpoint.load_run import checkpoint_file, load_run, tokenizer_spec_of
+from sophia_train.config import ModelConfig
 from sophia_train.errors import ConfigError
+from sophia_train.interop.hf import gpt_config_from_hf, load_hf_gpt2, require_transformers
 from sophia_train.model import GPT
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd")  # must agree with a +model the user chose
@@ -25,7 +29,6 @@ TAKEN_KEYS = ("block_size", "vocab_size", "bias", "attn_scale_by_layer", "activa
 
 def is_run(init_from: str) -> bool:
     """Whether ``init_from`` names a sophia_train run folder or checkpoint file (else a Hugging Face model)."""
-    from sophia_train.checkpoint import checkpoint_at
 
     return checkpoint_at(init_from).exists()
 
@@ -33,12 +36,9 @@ def is_run(init_from: str) -> bool:
 def source_model(init_from: str) -> tuple[dict[str, Any], dict | None]:
     """The source's model fields (``GPTConfig`` names) and its tokenizer spec when known."""
     if is_run(init_from):
-        from sophia_train.checkpoint import load_checkpoint_meta, saved_model_config
-        from sophia_train.sample import checkpoint_file, tokenizer_spec_of
 
         state = load_checkpoint_meta(checkpoint_file(init_from))  # the weights are read once, by load_init_weights
         return saved_model_config(state), tokenizer_spec_of(state)
-    from sophia_train.hf import gpt_config_from_hf, require_transformers
 
     transformers = require_transformers()
     local = Path(init_from).expanduser()
@@ -71,7 +71,6 @@ def apply_init_from(node: Any) -> None:
     """Fill or check the ``model`` node of a composed config from ``init_from`` (a no-op without it)."""
     from omegaconf import OmegaConf
 
-    from sophia_train.config import ModelConfig
 
     init_from = node.get("init_from")
     if not init_from or init_from == "scratch":
@@ -102,11 +101,9 @@ def check_tokenizer(init_from: str, dataset_spec: dict, data_name: str) -> None:
 def load_init_weights(init_from: str, model: GPT) -> None:
     """Copy the source's weights into ``model`` (same shape, checked by ``apply_init_from``)."""
     if is_run(init_from):
-        from sophia_train.sample import load_run
 
         source = load_run(init_from).model
     else:
-        from sophia_train.hf import load_hf_gpt2
 
         source = load_hf_gpt2(init_from)
     model.load_state_dict(source.state_dict())

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from sophia_train.optim import Lion, SoftSignSGD, SophiaH
+from sophia_train.plotting import _pyplot, save_figure
 
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -102,7 +103,6 @@ def lecture_trajectories(loss: Loss, start, steps: int, sgd_lr: float = 0.01) ->
 def plot_trajectories(loss: Loss, paths: dict[str, np.ndarray], extent, out: str | Path, title: str, levels=30, log_levels=True,
                       minimum=None) -> Path:
     """Contour plot of ``loss`` over ``extent`` with each trajectory drawn on top; writes a PNG."""
-    from sophia_train.plotting import _pyplot, save_figure
 
     plt = _pyplot()
     (x0, x1), (y0, y1) = extent

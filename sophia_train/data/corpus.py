@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sophia_train.errors import ConfigError
+
 
 def _kjv_text() -> str | None:
     if shutil.which("bible") is None and shutil.which("apt-get") and os.geteuid() == 0:
@@ -58,7 +60,6 @@ def corpus_path(corpus_file: str | None = None) -> str | None:
 
 def default_corpus_text(corpus_file: str | None = None, encoding_errors: str = "strict") -> tuple[str, str]:
     """``(text, source)`` of the default corpus; paragraphs separated by blank lines."""
-    from sophia_train.errors import ConfigError
 
     path = corpus_path(corpus_file)
     if path:

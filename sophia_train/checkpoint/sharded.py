@@ -27,8 +27,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from sophia_train.atomic import atomic_write, disk_is_full
+from sophia_train.checkpoint.integrity import damaged_shards_message, shard_checksums, verify_shards
 from sophia_train.errors import ConfigError
-from sophia_train.integrity import damaged_shards_message, shard_checksums, verify_shards
 
 SHARDED_NAME = "ckpt.dcp"
 BEST_SHARDED_NAME = "best.dcp"

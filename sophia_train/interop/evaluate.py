@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sophia_train.atomic import atomic_savefig, atomic_write_text
+from sophia_train.checkpoint.load_run import checkpoint_file, load_run, resolve_device
 from sophia_train.errors import ConfigError
+from sophia_train.interop.hf import export_hf
 
 PRESETS: dict[str, dict[str, Any]] = {
     "sophia_fig5": {"tasks": ["boolq", "cb", "copa", "sglue_rte"], "num_fewshot": 2, "fewshot_seeds": 5},
@@ -103,8 +105,6 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
         from lm_eval.tasks import TaskManager
     except ImportError as e:
         raise ConfigError(f"evaluation needs lm-evaluation-harness: pip install 'sophia_train[eval]' ({e}).") from None
-    from sophia_train.hf import export_hf
-    from sophia_train.sample import checkpoint_file, load_run, resolve_device
 
     ckpt = checkpoint_file(run)
     folder = ckpt.parent

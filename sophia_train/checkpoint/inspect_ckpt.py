@@ -10,9 +10,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sophia_train.checkpoint import load_checkpoint, saved_model_config
+from sophia_train.checkpoint.load_run import checkpoint_file, val_loss_at
 from sophia_train.errors import ConfigError
 from sophia_train.metrics import format_duration
-from sophia_train.sample import checkpoint_file, val_loss_at
 
 
 def describe(run: str | os.PathLike) -> dict[str, Any]:

@@ -28,6 +28,9 @@ from pathlib import Path
 from sophia_train.atomic import atomic_write_text
 from sophia_train.compose import compose_config
 from sophia_train.metrics import read_metrics
+from sophia_train.plotting import plot_diagnostics, plot_runs
+from sophia_train.studies.compare_runs import find_runs, markdown_report
+from sophia_train.studies.search import tune
 from sophia_train.trainer import Trainer
 
 SPACES = {  # per optimizer: hyperparameter -> first grid (a factor of 2 apart, around a sensible tiny-model range)
@@ -37,7 +40,7 @@ SPACES = {  # per optimizer: hyperparameter -> first grid (a factor of 2 apart, 
     "sophia_h": {"lr": [3e-4, 6e-4, 1.2e-3]},
     "s3": {"lr": [5e-4, 1e-3, 2e-3]},
 }
-EDGE_EXTENSIONS = 3  # how many times a line search may step past the edge of its grid
+
 
 
 def run_name(optim: str, point: dict[str, float], steps: int, seed: int) -> str:
@@ -81,33 +84,6 @@ def train(out: Path, optim: str, point: dict[str, float], steps: int, seed: int,
     return loss
 
 
-def line_search(values: list[float], loss_of) -> float:
-    """The value of lowest loss among ``values``, extending by x2 past an edge while the best sits on it."""
-    losses = {v: loss_of(v) for v in values}
-    for _ in range(EDGE_EXTENSIONS):
-        best = min(losses, key=losses.get)
-        if best == max(losses):
-            losses[best * 2] = loss_of(best * 2)
-        elif best == min(losses):
-            losses[best / 2] = loss_of(best / 2)
-        else:
-            break
-    return min(losses, key=losses.get)
-
-
-def tune(space: dict[str, list[float]], loss_of) -> dict[str, float]:
-    """Coordinate descent over ``space`` (see the module docstring); ``loss_of(point)`` trains or reuses a run."""
-    point = {k: grid[len(grid) // 2] for k, grid in space.items()}
-    for sweep in range(1 if len(space) == 1 else 2):
-        before = dict(point)
-        for name, grid in space.items():
-            values = grid if sweep == 0 else [point[name] / 2, point[name], point[name] * 2]
-            point[name] = line_search(sorted(values), lambda v, name=name: loss_of({**point, name: v}))
-        if sweep > 0 and point == before:
-            break
-    return point
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/cpu_benchmark.py``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,8 +125,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(out: Path, steps: int, best: dict[str, dict[str, float]], seed: int) -> None:
     """table.md (Sec. 3.2 verdicts), curves by step and by wall-clock, Sophia diagnostics."""
-    from sophia_train.compare_runs import find_runs, markdown_report
-    from sophia_train.plotting import plot_diagnostics, plot_runs
 
     table = markdown_report(find_runs([out / "runs"]), "adamw", steps)
     atomic_write_text(out / "table.md", table + "\n")

@@ -2,7 +2,7 @@
 optimizer of a profile into a shared results folder, so a multirun over ``optimizer=`` goes wherever a
 Hydra launcher sends it, e.g. SLURM through the submitit launcher (``hydra/launcher=slurm``).
 
-    python -m sophia_train.benchmark_jobs -m hydra/launcher=slurm profile=gpu_small out=/shared/bench optimizer=adamw,sophia_g
+    python -m sophia_train.studies.benchmark.jobs -m hydra/launcher=slurm profile=gpu_small out=/shared/bench optimizer=adamw,sophia_g
     python scripts/optimizer_benchmark.py --profile gpu_small --out /shared/bench --report-only
 
 Re-submitting the same command skips finished runs and continues half-finished ones (see ``benchmark``).
@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sophia_train.compose import config_dir
+from sophia_train.studies.benchmark.cli import main as benchmark_main
 
 
 def worker_args(cfg: DictConfig, out: str) -> list[str]:
@@ -29,7 +30,6 @@ def worker_args(cfg: DictConfig, out: str) -> list[str]:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="benchmark")
 def main(cfg: DictConfig) -> int:
     """One benchmark worker: ``benchmark.main`` on this job's optimizer."""
-    from sophia_train.benchmark import main as benchmark_main
 
     return benchmark_main(worker_args(cfg, hydra.utils.to_absolute_path(str(cfg.out))))
 

@@ -1,0 +1,16 @@
+"""Distributed training: the torchrun environment and collectives (``env``), applying DDP/FSDP and the
+sharding-aware gradient helpers (``parallel``), and stop signals across ranks (``stop_signals``)."""
+
+from sophia_train.distributed.env import (
+    DistInfo,
+    all_ranks_agree,
+    all_reduce_mean_,
+    destroy_process_group,
+    dist_info_from_env,
+    free_memory,
+    init_process_group,
+    pick_device,
+)
+
+__all__ = ["DistInfo", "all_ranks_agree", "all_reduce_mean_", "destroy_process_group", "dist_info_from_env", "free_memory",
+           "init_process_group", "pick_device"]
