@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -120,6 +121,67 @@ def adamw_variant(shapes, device, dtype, fused: bool):
     return opt.step
 
 
+def variants(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch.dtype, interpret: bool) -> dict[str, Callable]:
+    """Builders of every update timed on ``device``: label -> a function returning one optimizer step."""
+    out = {
+        "official per-tensor loop": lambda: official_variant(shapes, device, dtype),
+        "sophia per-tensor": lambda: sophia_variant(shapes, device, dtype, foreach=False, fused=False),
+        "sophia foreach": lambda: sophia_variant(shapes, device, dtype, foreach=True, fused=False),
+    }
+    if device.type == "cpu":
+        out["sophia foreach, unchunked"] = lambda: unchunked_foreach_variant(shapes, device, dtype)
+    if device.type == "cuda" or interpret:
+        out["sophia fused (triton)"] = lambda: sophia_variant(shapes, device, dtype, fused=True)
+    out["adamw foreach"] = lambda: adamw_variant(shapes, device, dtype, fused=False)
+    if device.type == "cuda":
+        out["adamw fused"] = lambda: adamw_variant(shapes, device, dtype, fused=True)
+    return out
+
+
+def end_to_end_row(size: int, n: int, device: torch.device, reps: int) -> str:
+    """GPU: a full bf16 training step of the GPT of ``size`` with fused Sophia-G, and the optimizer's share of it."""
+    layers, heads, embd = SHAPES[size]
+    model = GPT(GPTConfig(n_layer=layers, n_head=heads, n_embd=embd)).to(device)
+    opt = SophiaG(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, 50304, (8, 1024), device=device)
+
+    def train_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = model(x, x)
+        loss.backward()
+        opt.step(bs=8 * 1024)
+        opt.zero_grad()
+
+    total = time_it(train_step, device, reps)
+    opt_ms = time_it(lambda: opt.step(bs=8 * 1024), device, reps)
+    return f"| {n / 1e6:.0f}M | end-to-end step (bf16 autocast, 8x1024) | {total:.2f} | | | | optimizer {opt_ms / total:.1%} of the step |"
+
+
+def size_rows(size: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace) -> list[str]:
+    """The table rows of one model size: every variant side by side, and on a GPU the copy bandwidth baseline."""
+    shapes = gpt_param_shapes(size)
+    n = sum(torch.Size(s).numel() for s in shapes)
+    nbytes = n * (3 * (2 if dtype == torch.bfloat16 else 4) + 3 * 4)  # p, g, p' in param dtype; m, h, m' fp32
+    steps = {label: build() for label, build in variants(shapes, device, dtype, args.interpret).items()}
+    results = time_interleaved(steps, device, args.reps)
+    del steps
+    rows, copy_ms = [], None
+    if device.type == "cuda":
+        src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        copy_ms = time_it(lambda: dst.copy_(src), device, args.reps * 4)  # reads + writes nbytes in total
+        rows.append(f"| {n / 1e6:.0f}M | device copy of the same bytes | {copy_ms:.3f} | {nbytes / copy_ms / 1e6:.0f} | | | 100% |")
+    base, fe = results["official per-tensor loop"], results["sophia foreach"]
+    for label, ms in results.items():
+        sophia = not label.startswith("adamw")
+        gbs = f"{nbytes / ms / 1e6:.0f}" if sophia else ""
+        pct = f"{(copy_ms / ms) * 100:.0f}%" if copy_ms and sophia else ""
+        rows.append(f"| {n / 1e6:.0f}M | {label} | {ms:.2f} | {gbs} | {base / ms:.2f}x | {fe / ms:.2f}x | {pct} |")
+    if args.e2e and device.type == "cuda":
+        rows.append(end_to_end_row(size, n, device, args.reps))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 30, 100], choices=sorted(SHAPES))
@@ -136,52 +198,8 @@ def main() -> None:
     print("| params | implementation | ms/step | GB/s | vs official loop | vs foreach | % of copy BW |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
-        shapes = gpt_param_shapes(size)
-        n = sum(torch.Size(s).numel() for s in shapes)
-        nbytes = n * (3 * (2 if dtype == torch.bfloat16 else 4) + 3 * 4)  # p, g, p' in param dtype; m, h, m' fp32
-        variants = {
-            "official per-tensor loop": lambda: official_variant(shapes, device, dtype),
-            "sophia per-tensor": lambda: sophia_variant(shapes, device, dtype, foreach=False, fused=False),
-            "sophia foreach": lambda: sophia_variant(shapes, device, dtype, foreach=True, fused=False),
-        }
-        if device.type == "cpu":
-            variants["sophia foreach, unchunked"] = lambda: unchunked_foreach_variant(shapes, device, dtype)
-        if device.type == "cuda" or args.interpret:
-            variants["sophia fused (triton)"] = lambda: sophia_variant(shapes, device, dtype, fused=True)
-        variants["adamw foreach"] = lambda: adamw_variant(shapes, device, dtype, fused=False)
-        if device.type == "cuda":
-            variants["adamw fused"] = lambda: adamw_variant(shapes, device, dtype, fused=True)
-        steps = {label: build() for label, build in variants.items()}
-        results = time_interleaved(steps, device, args.reps)
-        del steps
-        copy_ms = None
-        if device.type == "cuda":
-            src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
-            dst = torch.empty_like(src)
-            copy_ms = time_it(lambda: dst.copy_(src), device, args.reps * 4)  # reads + writes nbytes in total
-            print(f"| {n / 1e6:.0f}M | device copy of the same bytes | {copy_ms:.3f} | {nbytes / copy_ms / 1e6:.0f} | | | 100% |")
-        base, fe = results["official per-tensor loop"], results["sophia foreach"]
-        for label, ms in results.items():
-            sophia = not label.startswith("adamw")
-            gbs = f"{nbytes / ms / 1e6:.0f}" if sophia else ""
-            pct = f"{(copy_ms / ms) * 100:.0f}%" if copy_ms and sophia else ""
-            print(f"| {n / 1e6:.0f}M | {label} | {ms:.2f} | {gbs} | {base / ms:.2f}x | {fe / ms:.2f}x | {pct} |")
-        if args.e2e and device.type == "cuda":
-            layers, heads, embd = SHAPES[size]
-            model = GPT(GPTConfig(n_layer=layers, n_head=heads, n_embd=embd)).to(device)
-            opt = SophiaG(model.parameters(), lr=1e-4, fused=True)
-            x = torch.randint(0, 50304, (8, 1024), device=device)
-
-            def train_step():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    _, loss = model(x, x)
-                loss.backward()
-                opt.step(bs=8 * 1024)
-                opt.zero_grad()
-
-            total = time_it(train_step, device, args.reps)
-            opt_ms = time_it(lambda: opt.step(bs=8 * 1024), device, args.reps)
-            print(f"| {n / 1e6:.0f}M | end-to-end step (bf16 autocast, 8x1024) | {total:.2f} | | | | optimizer {opt_ms / total:.1%} of the step |")
+        for row in size_rows(size, device, dtype, args):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ step() {  # step NAME CMD...: run CMD, tee its output to OUT/NAME.txt, time it
 
 for s in $STEPS; do
   case $s in
-    tests) step tests env SOPHIA_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_fused_sophia.py ;;
+    tests) step tests env SOPHIA_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/unit/optim/test_fused_sophia.py ;;
     fp32) step update_fp32 python3 bench/bench_sophia_update.py --sizes 124 355 --e2e ;;
     bf16) step update_bf16 python3 bench/bench_sophia_update.py --sizes 124 355 --dtype bfloat16 ;;
     step) step step_time python3 scripts/bench_step_time.py +model=gpt2_small data=corpus_gpt2 train.compile=true \

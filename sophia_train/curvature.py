@@ -25,7 +25,7 @@ the sampled-label losses (FSDP averages them over ranks, as the all-reduce would
 gradients back, unchanged. Hutchinson's double backward cannot run through FSDP's gather: it runs on
 a whole-parameter replica assembled for the estimate (the full parameters on every rank while it
 runs, freed after), and each rank keeps its shard of the result. Both give the estimate of the
-unsharded model on the same micro-batches (``tests/test_fsdp.py``).
+unsharded model on the same micro-batches (``tests/integration/test_fsdp.py``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ the GNB forward); ``train_model`` is what a training step runs through (DDP arou
 under torchrun). With ``train.parallel=fsdp`` all three are one module, sharded in place by
 ``parallel.apply_fsdp`` (blocks compiled one by one first with ``train.compile``): its parameters are
 DTensor shards, the gradient norm and every logged statistic are summed over ranks, and checkpoints
-are sharded folders (``sharded_checkpoint.py``).
+are sharded folders (``checkpoint/sharded.py``), written by ``checkpoint/checkpointer.py``.
 """
 
 from __future__ import annotations
@@ -34,30 +34,29 @@ import contextlib
 import dataclasses
 import math
 import shlex
-import shutil
 import time
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from sophia_train import checkpoint as ckpt
-from sophia_train.atomic import describe_write_error
-from sophia_train.checkpoint import sharded as sharded_checkpoint
-from sophia_train.checkpoint.resume_changes import apply_optimizer_changes
+from sophia_train.checkpoint.checkpointer import Checkpointer
 from sophia_train.config import Config, accum_per_rank, total_accum, validate
 from sophia_train.curvature import ESTIMATORS, check_estimator
 from sophia_train.data import BatchSampler, open_dataset
-from sophia_train.distributed import DistInfo, all_ranks_agree, free_memory, init_process_group, pick_device
+from sophia_train.distributed import DistInfo, all_ranks_agree, check_weights_fit, init_process_group, pick_device, pick_dtype
 from sophia_train.distributed.parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from sophia_train.distributed.stop_signals import StopSignals, control_group, die_with_parent, stop_vote
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
+from sophia_train.eval_loss import eval_loss
 from sophia_train.interop.pretrained import check_tokenizer, load_init_weights
 from sophia_train.meter import StepMeter
-from sophia_train.metrics import device_peak_flops, format_duration, open_run_log, read_metrics
+from sophia_train.metrics import device_peak_flops, open_run_log
 from sophia_train.model import GPT, gpt_config, parameter_count
-from sophia_train.optim import build_optimizer, curvature_norm, hessian_estimator, implementation, optimizer_step, step_stats, update_curvature
-from sophia_train.plotting import plot_runs
+from sophia_train.optim import build_optimizer, curvature_norm, hessian_estimator, optimizer_step, step_stats, update_curvature
+from sophia_train.reporting import already_done, banner_lines, eval_only, finish
 from sophia_train.schedule import lr_at, schedule_args
 
 
@@ -94,9 +93,11 @@ class Trainer:
         self.control_group = control_group()  # the per-step stop vote, on the CPU
         if self.info.enabled:
             die_with_parent()  # a killed torchrun agent: SIGTERM, so this worker saves and stops instead of training on
-        self.ptdtype = self._pick_dtype()
+        self.ptdtype = pick_dtype(t.dtype, self.device)
         self.autocast = torch.autocast(self.device.type, dtype=self.ptdtype) if self.ptdtype != torch.float32 else contextlib.nullcontext()
-        self._check_memory()
+        g = self.gpt_config
+        check_weights_fit(parameter_count(g), self.info.world_size if self.fsdp else 1, self.device,
+                          f"{cfg.model.name} ({g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size})")
         torch.manual_seed(t.seed)
         self.model = GPT(self.gpt_config).to(self.device)
         if cfg.init_from and self.folder.resume_state is None:  # a resumed run has its own weights
@@ -109,6 +110,7 @@ class Trainer:
             self.autocast = contextlib.nullcontext()  # FSDP's mixed-precision policy casts instead
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.estimator = ESTIMATORS.get(hessian_estimator(cfg.optim) or "")
+        self.checkpoints = Checkpointer(self.ckpt_path, self.model, self.optimizer, self.gpt_config, cfg, self.fsdp, self.info.is_main)
         self._init_progress()
         self.compiled_model: nn.Module = torch.compile(self.model) if t.compile and not self.fsdp else self.model
         self.train_model: nn.Module = self.compiled_model
@@ -118,28 +120,24 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)
         self.logger = open_run_log(cfg, self.out_dir, self.start_step if self.resumed else None, self.info.is_main and not t.eval_only)
-        self.logger.checkpoint_note = lambda: self._last_checkpoint().capitalize()
+        self.logger.checkpoint_note = lambda: self.checkpoints.note().capitalize()
 
     def _init_progress(self) -> None:
         """Counters of the run, from its checkpoint when resuming."""
         self.start_step, self.best_val, self.elapsed_base = 0, math.inf, 0.0  # elapsed: earlier invocations
-        self.last_saved_step: int | None = None  # step of the checkpoint on disk that this run wrote or resumed
         self.pending_save: tuple[int, dict[str, Any]] | None = None  # (step, its snapshot): written by the next step
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # a NaN/inf loss or grad norm since the last save
         self._t_start = time.perf_counter()
         self.resumed = self.folder.resume_state is not None
         if self.resumed:
-            saved_optim = self.folder.resume_state.get("config", {}).get("optim", {})
-            done = ckpt.restore(self.folder.resume_state, self.model, self.optimizer, self.device, self.ckpt_path)
-            # load_state_dict brought back the saved hyperparameters: put the allowed changes in again
-            apply_optimizer_changes(self.optimizer, self.model, self.cfg.optim, saved_optim, self.folder.changes, self.device)
+            done = self.checkpoints.restore(self.folder.resume_state, self.folder.changes, self.device)
             if not self._state_is_finite():  # this project never saves such a state
                 raise ConfigError(
                     f"the checkpoint {self.ckpt_path} (step {done['step']}) holds NaN/inf weights or optimizer state, so it "
                     f"cannot be resumed: it was not written by a healthy sophia_train run (which never saves such a state) "
                     f"or was altered since. Start a new run (train.overwrite=true) or resume from a good copy; it was left untouched."
                 )
-            self.start_step = self.last_saved_step = done["step"]
+            self.start_step = self.checkpoints.last_step = done["step"]
             self.best_val, self.elapsed_base = done["best_val"], done["elapsed_s"]
             self.folder.resume_state = None  # the weights are loaded: do not keep a second copy
 
@@ -149,69 +147,22 @@ class Trainer:
         tensors = [p.detach() for p in self.model.parameters() if p.requires_grad] + ckpt.optimizer_tensors(self.optimizer)
         return ckpt.all_finite(tensors, self.nonfinite, self.info.enabled or self.fsdp)
 
-    def _check_memory(self) -> None:
-        """Refuse a model whose fp32 weights and gradients alone exceed the device's free memory (before
-        allocating: the allocator would fail deep inside, or the OS kill the process)."""
-        n = parameter_count(self.gpt_config)
-        shards = self.info.world_size if self.fsdp else 1
-        need, free = 8 * n // shards, free_memory(self.device)  # 4 bytes of weight + 4 of gradient per parameter
-        if free is not None and need > free:
-            g = self.gpt_config
-            raise ConfigError(
-                f"model {self.cfg.model.name} ({g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size}) has "
-                f"{n / 1e6:,.1f}M parameters: their fp32 weights and gradients alone need {need / 2**30:,.1f} GiB"
-                f"{f' per rank over {shards} FSDP shards' if shards > 1 else ''}, but {self.device} has {free / 2**30:,.1f} "
-                f"GiB free (the optimizer state needs more still). Choose a smaller model, or shard it with "
-                f"train.parallel=fsdp over more GPUs. Nothing was allocated."
-            )
-
-    def _pick_dtype(self) -> torch.dtype:
-        want = self.cfg.train.dtype
-        if want == "auto":
-            return torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[want]
-
     def print(self, *args) -> None:
         """Print on rank 0 only."""
         if self.info.is_main:
             print(*args, flush=True)
 
     # ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:
-        """Mean loss over ``eval_iters`` fixed batches of ``split`` (the same batches at every evaluation;
-        train batches from a step the schedule never reaches)."""
-        t, world = self.cfg.train, self.info.world_size
-        self.compiled_model.eval()
-        total = torch.zeros(2, device=self.device, dtype=torch.float64)
-        # FSDP gathers parameters inside every forward: all ranks must run as many (spare ones not counted)
-        rounds = -(-t.eval_iters // world) if self.fsdp else len(range(self.info.rank, t.eval_iters, world))
-        for r in range(rounds):
-            i = self.info.rank + r * world
-            x, y = self.sampler.get(split, 0 if split == "val" else 1 << 40, i % t.eval_iters)
-            with self.autocast:
-                _, loss = self.compiled_model(x, y)
-            if i < t.eval_iters:
-                total[0] += loss.double()
-                total[1] += 1
-        self.compiled_model.train()
-        if self.info.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(total)
-        return float(total[0] / total[1])
+        """Mean loss over ``eval_iters`` fixed batches of ``split`` (``eval_loss``)."""
+        t = self.cfg.train
+        return eval_loss(self.compiled_model, self.sampler, split, t.eval_iters, self.info, self.fsdp, self.autocast, self.device)
 
     def elapsed(self) -> float:
         """Training wall-clock seconds, counting earlier invocations of a resumed run."""
         return self.elapsed_base + time.perf_counter() - self._t_start
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def _last_checkpoint(self) -> str:
-        """Where the last good checkpoint is, for messages."""
-        if self.last_saved_step is None:
-            return "no checkpoint was written"
-        return f"the last checkpoint ({self.ckpt_path}, step {self.last_saved_step}) is intact"
-
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint records besides weights and optimizer state, as of now (RNG, clock, best val)."""
         return {"rng": ckpt.rng_snapshot(self.device), "elapsed_s": self.elapsed(), "best_val": self.best_val,
@@ -225,48 +176,21 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged: the state after step {step} was not saved because its parameters or optimizer state, "
                 f"or a loss or gradient norm since the last checkpoint (its own included), is NaN/inf; "
-                f"{self._last_checkpoint()}. Lower optim.lr, raise train.warmup_steps, keep train.grad_clip on, or set "
+                f"{self.checkpoints.note()}. Lower optim.lr, raise train.warmup_steps, keep train.grad_clip on, or set "
                 f"train.skip_nonfinite=true to skip rare bad steps."
             )
-        if self.info.is_main or self.fsdp:  # FSDP: every rank writes its shard
-            self._write(self.ckpt_path, step, snapshot or self.snapshot())
-        self.last_saved_step = step
+        if self.checkpoints.writes_here:  # FSDP: every rank writes its shard
+            self.checkpoints.write(self.ckpt_path, step, snapshot or self.snapshot())
+        self.checkpoints.last_step = step
         self.nonfinite.zero_()
         if self.info.enabled:
-            import torch.distributed as dist
-
             dist.barrier()
-
-    def _write(self, path, step: int, snapshot: dict[str, Any]) -> None:
-        """Write the state of ``step`` to ``path`` atomically: one file from rank 0, or (FSDP) a sharded
-        folder every rank writes into. Then the run's checkpoint in the other format, if any, is stale.
-        A failed write (a full disk, whichever way torch reports it) is one paragraph; nothing else changes."""
-        try:
-            self._write_state(path, step, snapshot)
-        except OSError as e:
-            raise ConfigError(
-                f"could not write the checkpoint of step {step} to {path}: {describe_write_error(e)}. The partial file was "
-                f"removed and {self._last_checkpoint()}; free space or fix the folder, then continue with train.resume=true."
-            ) from None
-
-    def _write_state(self, path, step: int, snapshot: dict[str, Any]) -> None:
-        if self.fsdp:
-            meta = ckpt.training_meta(step, self.gpt_config, self.cfg, snapshot)
-            sharded_checkpoint.save(path, step, self.model, self.optimizer, meta, self.info.is_main)
-        else:
-            ckpt.save_checkpoint(ckpt.training_state(step, self.model, self.optimizer, self.gpt_config, self.cfg, snapshot), path)
-        if self.info.is_main and path == self.ckpt_path:
-            other = self.out_dir / (ckpt.CHECKPOINT_NAME if self.fsdp else sharded_checkpoint.SHARDED_NAME)
-            if other.is_dir():
-                shutil.rmtree(other, ignore_errors=True)
-            else:
-                other.unlink(missing_ok=True)
 
     def _save_best(self, step: int, val: float) -> None:
         """Write the current state (step ``step``, val loss ``val``) as best.pt (FSDP: best.dcp), atomically."""
-        path = self.out_dir / (sharded_checkpoint.BEST_SHARDED_NAME if self.fsdp else ckpt.BEST_NAME)
-        if self.info.is_main or self.fsdp:
-            self._write(path, step, {**self.snapshot(), "best_val": val})
+        path = self.checkpoints.best_path
+        if self.checkpoints.writes_here:
+            self.checkpoints.write(path, step, {**self.snapshot(), "best_val": val})
             self.print(f"step {step:>6} | new best val loss {val:.4f}: saved {path}")
 
     # -- one optimizer step ------------------------------------------------------------------------
@@ -289,7 +213,7 @@ class Trainer:
     def _check_finite(self, step: int, loss: torch.Tensor | float) -> None:
         if not math.isfinite(float(loss)):
             raise TrainingDiverged(
-                f"training diverged at step {step + 1}: the loss is {float(loss)}; {self._last_checkpoint()}. Lower "
+                f"training diverged at step {step + 1}: the loss is {float(loss)}; {self.checkpoints.note()}. Lower "
                 f"optim.lr, raise train.warmup_steps, keep train.grad_clip on, or set train.skip_nonfinite=true."
             )
 
@@ -366,10 +290,10 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         t = self.cfg.train
         if t.eval_only:
-            return self._eval_only()
+            return eval_only(self)
         stop = t.stop_after_step or t.max_steps
         if self.start_step >= stop:
-            return self._already_done()
+            return already_done(self)
         self._announce()
         mfu = self.model.flops_per_token() / self.info.world_size / self.peak_flops if self.peak_flops else None
         meter = StepMeter(self.device, self.tokens_per_step, t.grad_clip, t.skip_nonfinite, mfu)
@@ -379,7 +303,7 @@ class Trainer:
             step, final_val, skipped = self._loop(meter, stop, signals)
         finally:
             signals.restore()
-        return self._finish(step, final_val, time.perf_counter() - t_start, skipped)
+        return finish(self, step, final_val, time.perf_counter() - t_start, skipped)
 
     def _loop(self, meter: StepMeter, stop: int, signals: StopSignals) -> tuple[int, float, int]:
         """The steps from ``start_step`` to ``stop``; returns (last step, final val loss, skipped steps)."""
@@ -422,54 +346,20 @@ class Trainer:
 
     def _announce(self) -> None:
         """Banner lines, the start (or resume) record, and the initial evaluation of a new run."""
-        cfg, t = self.cfg, self.cfg.train
-        n_params = self.model.num_params()
-        impl = f" ({implementation(self.optimizer)})" if implementation(self.optimizer) else ""
-        g = self.gpt_config
-        self.print(f"model {cfg.model.name}: {n_params / 1e6:.2f}M parameters (non-embedding rule of nanoGPT) | "
-                   f"{g.n_layer}L/{g.n_head}H/{g.n_embd}d, vocab {g.vocab_size}")
-        self.print(
-            f"optim {cfg.optim.name}{impl} lr {cfg.optim.lr:g} | data {cfg.data.name} ({self.dataset.tokenizer}, "
-            f"{self.dataset.num_tokens['train']:,} train tokens) | {self._parallel_note()}{self.info.world_size} process(es){self._backend_note()} x "
-            f"{self.accum} micro-batches x {t.batch_size} x {self.seq_len} = {self.tokens_per_step:,} tokens/step | "
-            f"device {self.device} {str(self.ptdtype).replace('torch.', '')} | out {self.out_dir}"
-        )
-        if self.start_step:
-            self.print(f"resuming from step {self.start_step} ({self.ckpt_path})")
-        elif cfg.init_from:
-            self.print(f"weights initialised from init_from={cfg.init_from} (optimizer state fresh)")
-        changes = self.folder.changes
-        if changes:
-            changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-            new_lr = lr_at(self.start_step, **schedule_args(cfg))
-            old_lr = lr_at(self.start_step, **schedule_args(cfg, {k: a for k, (a, _) in changes.items()}))
-            self.print(f"settings changed on resume (train.resume_allow): {changed}; LR at step {self.start_step} "
-                       f"{old_lr:.3g} -> {new_lr:.3g}")
+        cfg, changes = self.cfg, self.folder.changes
+        for line in banner_lines(self):
+            self.print(line)
         if self.resumed:  # one start row per run; each resume adds a resume row
             self.logger.log("resume", {"step": self.start_step, "changes": {k: list(v) for k, v in changes.items()}})
         else:
             self.logger.log("start", {"step": 0, "label": f"{cfg.model.name} {cfg.optim.name} lr={cfg.optim.lr:g}",
-                                      "n_params": n_params, "tokens_per_step": self.tokens_per_step,
+                                      "n_params": self.model.num_params(), "tokens_per_step": self.tokens_per_step,
                                       "world_size": self.info.world_size})
         if self.start_step == 0:
             v = self.evaluate()
             self.best_val = min(self.best_val, v)
             self.logger.log("eval", {"step": 0, "val_loss": v, "tokens": 0})
             self.print(f"step {0:>6} | val loss {v:.4f} (initial)")
-
-    def _backend_note(self) -> str:
-        """`` (nccl)`` / `` (gloo)`` for the banner when the run has a process group of several ranks."""
-        import torch.distributed as dist
-
-        return f" ({dist.get_backend()})" if self.info.enabled and dist.is_initialized() else ""
-
-    def _parallel_note(self) -> str:
-        """``fsdp (...) | `` for the banner when parameters are sharded."""
-        if not self.fsdp:
-            return ""
-        mp = f"{str(self.ptdtype).replace('torch.', '')} compute, fp32 master weights and reduction" if self.ptdtype != torch.float32 else "fp32"
-        hutch = "; Hutchinson on a gathered replica" if self.estimator is not None and self.estimator.plain_module else ""
-        return f"fsdp ({self.info.world_size} shards per tensor, {mp}{hutch}) | "
 
     def _note_skip(self, step: int, skips_in_row: int) -> int:
         """Report a skipped step; stop the run after ``train.max_skips_in_row`` in a row."""
@@ -479,7 +369,7 @@ class Trainer:
         if skips_in_row >= limit:
             raise TrainingDiverged(
                 f"{skips_in_row} steps in a row up to step {step} had a NaN/inf loss or gradient norm and were skipped "
-                f"(train.max_skips_in_row={limit}); {self._last_checkpoint()}. Lower optim.lr or raise train.warmup_steps."
+                f"(train.max_skips_in_row={limit}); {self.checkpoints.note()}. Lower optim.lr or raise train.warmup_steps."
             )
         return skips_in_row
 
@@ -498,15 +388,6 @@ class Trainer:
         meter.restart()
         meter.restart_clock()
 
-    def _eval_only(self) -> dict[str, Any]:
-        """``train.eval_only``: train and val loss of the loaded weights, printed; nothing is written."""
-        source = (f"checkpoint {self.ckpt_path} (step {self.start_step})" if self.resumed
-                  else f"init_from={self.cfg.init_from}" if self.cfg.init_from else "a freshly initialised model")
-        train_loss, val_loss = self.evaluate("train"), self.evaluate("val")
-        self.print(f"eval_only: {source} | train loss {train_loss:.4f} | val loss {val_loss:.4f} "
-                   f"({self.cfg.train.eval_iters} batches of {self.cfg.train.batch_size} x {self.seq_len} tokens each)")
-        return {"step": self.start_step, "train_loss": train_loss, "val_loss": val_loss, "eval_only": True}
-
     def _eval(self, step: int) -> float:
         """Evaluate, log and print; with ``train.keep_best`` save a new best as best.pt. Returns the val loss."""
         val = self.evaluate()
@@ -516,28 +397,3 @@ class Trainer:
         self.logger.log("eval", {"step": step, "val_loss": val, "tokens": step * self.tokens_per_step, "elapsed_s": self.elapsed()})
         self.print(f"step {step:>6} | val loss {val:.4f} | best {self.best_val:.4f}")
         return val
-
-    def _already_done(self) -> dict[str, Any]:
-        """Resuming a run that already reached its last step: say so, change nothing."""
-        t = self.cfg.train
-        evals = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["kind"] == "eval"] if self.info.is_main else []
-        stop_note = f", stop_after_step={t.stop_after_step}" if t.stop_after_step else ""
-        self.print(f"nothing to do: the run in {self.out_dir} is already at step {self.start_step} (train.max_steps={t.max_steps}{stop_note}).")
-        return {"step": self.start_step, "final_val_loss": evals[-1]["val_loss"] if evals else math.nan,
-                "best_val_loss": self.best_val, "already_done": True}
-
-    def _finish(self, step: int, final_val: float, wall: float, skipped: int) -> dict[str, Any]:
-        """The ``end`` record, the closing line and the loss-curve PNG."""
-        trained = step - self.start_step
-        summary = {"step": step, "final_val_loss": final_val, "best_val_loss": self.best_val, "wall_s": wall,
-                   "tokens_per_s": self.tokens_per_step * trained / wall if wall > 0 else math.nan}
-        if self.cfg.train.skip_nonfinite:
-            summary["skipped_steps"] = skipped
-        self.logger.log("end", summary)
-        self.print(f"done: {trained} steps in {format_duration(wall)} | final val loss {final_val:.4f} | "
-                   f"{summary['tokens_per_s']:,.0f} tok/s overall | checkpoint {self.ckpt_path}")
-        if self.cfg.train.plot and self.info.is_main:
-
-            png = plot_runs([self.out_dir], self.out_dir / "loss_curve.png", title=f"{self.cfg.run_name}")
-            self.print(f"loss curve: {png}")
-        return summary

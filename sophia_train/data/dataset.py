@@ -82,20 +82,7 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
     d = Path(path)
     label = f"dataset {name!r}" if name else "dataset"
     hint = prepare_hint or f"python scripts/prepare_data.py {name or '<name>'}"
-    bins_present = all((d / f"{s}.bin").is_file() for s in SPLITS)
-    if bins_present and not (d / META_FILE).is_file():
-        meta = nanogpt_meta(d, label)
-    else:
-        missing = [f for f in (META_FILE, "train.bin", "val.bin") if not (d / f).is_file()]
-        if missing:
-            raise ConfigError(
-                f"{label} is not prepared: {', '.join(str(d / f) for f in missing)} not found. "
-                f"Prepare it with `{hint}`, or point data.dir (or SOPHIA_DATA_DIR) at a prepared folder."
-            )
-        try:
-            meta = json.loads((d / META_FILE).read_text())
-        except ValueError as e:
-            raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({e}); prepare the dataset again with `{hint}`.") from None
+    meta = _read_meta(d, label, hint)
     try:
         vocab_size = int(meta["vocab_size"])
         dtype = np.dtype(meta.get("dtype", "uint16"))
@@ -119,10 +106,32 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
                 f"Prepare it again with `{hint}`."
             )
     ds = TokenDataset(dir=d, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype, num_tokens=expected, tokenizer_spec=spec)
+    _check_token_ids(ds, meta, label, hint)
+    return ds
+
+
+def _read_meta(d: Path, label: str, hint: str) -> dict:
+    """The folder's metadata: its meta.json, or one made up for a nanoGPT folder (meta.pkl, or none at all)."""
+    if all((d / f"{s}.bin").is_file() for s in SPLITS) and not (d / META_FILE).is_file():
+        return nanogpt_meta(d, label)
+    missing = [f for f in (META_FILE, "train.bin", "val.bin") if not (d / f).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{label} is not prepared: {', '.join(str(d / f) for f in missing)} not found. "
+            f"Prepare it with `{hint}`, or point data.dir (or SOPHIA_DATA_DIR) at a prepared folder."
+        )
+    try:
+        return json.loads((d / META_FILE).read_text())
+    except ValueError as e:
+        raise ConfigError(f"{label}: {d / META_FILE} is corrupt ({e}); prepare the dataset again with `{hint}`.") from None
+
+
+def _check_token_ids(ds: TokenDataset, meta: dict, label: str, hint: str) -> None:
+    """Refuse token ids outside the vocabulary, above the recorded max_token_id, or byte-level data read as GPT-2 BPE."""
     recorded = meta.get("max_token_id")
     for split in SPLITS:
         # the whole file when meta.json does not record its largest id (or the file is small), else the head
-        whole = recorded is None or expected[split] <= FULL_SCAN_TOKENS
+        whole = recorded is None or ds.num_tokens[split] <= FULL_SCAN_TOKENS
         top = max_token_id(ds.tokens(split), None if whole else 1 << 20)
         if whole and recorded is not None and top > int(recorded):
             raise ConfigError(f"{label}: {split}.bin holds token id {top}, above the max_token_id {recorded} that meta.json "
@@ -130,17 +139,16 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
         top = max(top, int(recorded) if recorded is not None else -1)
         if meta.get("_assumed_gpt2") and 0 <= top < 256:
             raise ConfigError(
-                f"{label}: {d} has train.bin and val.bin but no meta.json (nor nanoGPT's meta.pkl), which is read as "
+                f"{label}: {ds.dir} has train.bin and val.bin but no meta.json (nor nanoGPT's meta.pkl), which is read as "
                 f"nanoGPT's GPT-2 BPE data, yet {split}.bin holds no id above {top}: that looks like byte-level (or "
                 f"character) data, which would train with the wrong 50,304-token vocabulary. Write the folder with "
                 f"`{hint}` (it writes meta.json), or add a meta.json naming its tokenizer and vocabulary."
             )
-        if top >= vocab_size:
+        if top >= ds.vocab_size:
             raise ConfigError(
-                f"{label}: {split}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
+                f"{label}: {split}.bin holds token id {top}, outside the vocabulary of {ds.vocab_size} "
                 f"in meta.json: the file is corrupt or belongs to another tokenizer. Prepare it again with `{hint}`."
             )
-    return ds
 
 
 class _PlainDataUnpickler(pickle.Unpickler):

@@ -5,12 +5,14 @@ from sophia_train.distributed.env import (
     DistInfo,
     all_ranks_agree,
     all_reduce_mean_,
+    check_weights_fit,
     destroy_process_group,
     dist_info_from_env,
     free_memory,
     init_process_group,
     pick_device,
+    pick_dtype,
 )
 
-__all__ = ["DistInfo", "all_ranks_agree", "all_reduce_mean_", "destroy_process_group", "dist_info_from_env", "free_memory",
-           "init_process_group", "pick_device"]
+__all__ = ["DistInfo", "all_ranks_agree", "all_reduce_mean_", "check_weights_fit", "destroy_process_group", "dist_info_from_env",
+           "free_memory", "init_process_group", "pick_device", "pick_dtype"]

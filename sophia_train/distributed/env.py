@@ -128,3 +128,24 @@ def free_memory(device: torch.device) -> int | None:
     except OSError:
         pass
     return None
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """``train.dtype``: ``auto`` is bfloat16 on a GPU that supports it, else float32."""
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
+
+
+def check_weights_fit(n_params: int, shards: int, device: torch.device, model: str) -> None:
+    """Refuse a model whose fp32 weights and gradients alone (8 bytes per parameter, over ``shards``) exceed
+    ``device``'s free memory, before anything is allocated (the allocator would fail deep inside, or the OS
+    kill the process). ``model`` names it in the message."""
+    need, free = 8 * n_params // shards, free_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(
+            f"model {model} has {n_params / 1e6:,.1f}M parameters: their fp32 weights and gradients alone need "
+            f"{need / 2**30:,.1f} GiB{f' per rank over {shards} FSDP shards' if shards > 1 else ''}, but {device} has "
+            f"{free / 2**30:,.1f} GiB free (the optimizer state needs more still). Choose a smaller model, or shard it "
+            f"with train.parallel=fsdp over more GPUs. Nothing was allocated."
+        )
