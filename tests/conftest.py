@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 # Triton kernels run on CPU tensors through the interpreter; it must be chosen before triton loads.
-# SOPHIA_TEST_DEVICE=cuda (tests/test_fused_sophia.py on a GPU) compiles them for real instead.
+# SOPHIA_TEST_DEVICE=cuda (tests/unit/optim/test_fused_sophia.py on a GPU) compiles them for real instead.
 if os.environ.get("SOPHIA_TEST_DEVICE", "cpu") == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -67,7 +67,8 @@ def test_all_ranks_hold_the_same_hessian_estimate(byte_data, tmp_path, optim):
     report = tmp_path / "h.json"
     args = tiny_overrides(byte_data, tmp_path / "run", "train.global_batch=8", "train.max_steps=9", "optim.hess_interval=4",
                           "optim.hess_fraction=0.5", optim=optim)
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "tests" / "ddp_rank_h.py"), str(report), *args]
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "workers" / "ddp_rank_h.py"), str(report), *args]
     out = subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(report.read_text())

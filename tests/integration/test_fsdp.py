@@ -20,7 +20,7 @@ from sophia_train.metrics import read_metrics
 
 def launch(args: list[str], nproc: int, module: str = "sophia_train", script: str | None = None, timeout: int = 300):
     """``python -m sophia_train ARGS`` alone (nproc 0) or under torchrun with ``nproc`` processes."""
-    target = [str(REPO / "tests" / script)] if script else ["-m", module]
+    target = [str(REPO / "tests" / "workers" / script)] if script else ["-m", module]
     if nproc:
         cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target, *args]
     else:

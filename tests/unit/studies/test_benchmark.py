@@ -1,0 +1,212 @@
+"""The fair optimizer benchmark's parts: its report on synthetic results against hand-computed speedups, the
+search (tune, settle, run counts) on fake runs, every profile point composing, the SLURM launcher configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import compose
+from sophia_train.studies.benchmark.plots import sensitivity_slice
+from sophia_train.studies.benchmark.profiles import PROFILES, Profile, Size, feasible, overrides_for
+from sophia_train.studies.benchmark.report import neighbour_rows, speedup_rows
+from sophia_train.studies.benchmark.runner import Runner, RunResult
+from sophia_train.studies.benchmark.tuning import planned_runs, run_profile
+from sophia_train.studies.search import settle, tune, tune_runs
+
+A, B, C = 30.0, 0.3, 2.0
+
+
+def law(d: float) -> float:
+    return A * d**-B + C
+
+
+def test_report_rows_on_synthetic_results_match_hand_computed_speedups():
+    """AdamW on the law exactly; X reaching at each budget what AdamW reaches at twice it: data speedup 2,
+    compute 2 / (1 + overhead), wall-clock 2 when seconds scale with tokens; X at D/2 equals AdamW at D."""
+    size = Size("s", (), (100, 200, 400))
+    tok = 1000  # tokens per step
+    results = {}
+    for steps in size.steps:
+        d = steps * tok
+        results[("adamw", "s", steps)] = [RunResult(law(d), d / 1e3, d)] * 3
+        results[("x", "s", steps)] = [RunResult(law(2 * d), d / 1e3, d)] * 3
+    rows, fits = speedup_rows(results, [size], ["adamw", "x"], {"x": 0.05})
+    assert max(abs(r) for r in fits["s"]["data"].residuals) < 1e-9
+    x = {r["steps"]: r for r in rows if r["optim"] == "x"}
+    for steps, r in x.items():
+        assert r["data"] == pytest.approx(2.0, rel=1e-5) and r["data_sd"] == pytest.approx(0.0, abs=1e-9)
+        assert r["compute"] == pytest.approx(2.0 / 1.05, rel=1e-5)
+        assert r["wall"] == pytest.approx(2.0, rel=1e-5)
+    assert x[200]["verdict_half_vs_full"] is True and x[100]["verdict_half_vs_full"] is None
+    # read off AdamW's measured points: X at 100 and 200 equals AdamW at 200 and 400 (2x); X at 400 beats them all
+    assert (x[100]["data_interp"], x[200]["data_interp"]) == (pytest.approx(2.0), pytest.approx(2.0))
+    assert x[100]["data_interp_bound"] == x[200]["data_interp_bound"] == "=" and x[400]["data_interp_bound"] == ">"
+    assert x[400]["data_interp"] == pytest.approx(1.0)
+    assert all(r["data"] == pytest.approx(1.0, rel=1e-5) for r in rows if r["optim"] == "adamw")
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_profile_point_composes_into_a_valid_config(profile):
+    """Each optimizer's Phase I starting point (and the grid edges) turn into config overrides that exist
+    and validate, with 1 - beta mapped to the right beta."""
+    from sophia_train.config import validate
+
+    p = PROFILES[profile]
+    for optim, space in p.spaces.items():
+        for pick in ("first", "middle", "last"):
+            point = {k: grid[{"first": 0, "middle": len(grid) // 2, "last": -1}[pick]] for k, grid in space.items()}
+            cfg = compose([*p.base, *p.sizes[0].overrides, *overrides_for(optim, point, p.sizes[0].steps[0])])
+            validate(cfg)
+            assert cfg.optim.name == optim and cfg.optim.lr == pytest.approx(point["lr"])
+            if "one_minus_beta2" in point:
+                assert cfg.optim.betas[1] == pytest.approx(1 - point["one_minus_beta2"])
+            if "one_minus_beta" in point:
+                assert cfg.optim.beta == pytest.approx(1 - point["one_minus_beta"])
+
+
+def _compose_benchmark_job(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sophia_train.compose import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose("benchmark", overrides=overrides, return_hydra_config=True)
+
+
+def test_benchmark_jobs_compose_with_the_slurm_launcher():
+    """``hydra/launcher=slurm`` composes into submitit's SLURM launcher with our defaults and the user's
+    overrides, and a job's config turns into the worker command line of its one optimizer."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from sophia_train.studies.benchmark.jobs import worker_args
+
+    cfg = _compose_benchmark_job(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "profile=gpu_small",
+                                  "out=/shared/bench", "optimizer=soap", "threads=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.max_num_timeout == 3
+    args = worker_args(cfg, "/shared/bench")
+    assert args == ["--profile", "gpu_small", "--out", "/shared/bench", "--optims", "soap", "--runs-only", "--threads", "4"]
+    assert args[5] in PROFILES[args[1]].optims
+
+
+def test_training_multiruns_compose_with_the_slurm_launcher():
+    """The same launcher config under the training app: ``python -m sophia_train -m hydra/launcher=slurm ...``."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from sophia_train.compose import config_dir, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["hydra/launcher=slurm", "+model=tiny", "optim=adamw"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.timeout_min == 1440
+
+
+def test_a_grid_extended_past_its_range_is_not_trained(tmp_path, monkeypatch):
+    """Kron's warmup grid was extended to 1.6 of the run in the cpu profile and the worker died on the
+    config error; such a point now counts as an infinite loss without training, and the search stops."""
+    assert feasible({"lr": 1e-3, "warmup": 1.0, "one_minus_beta2": 0.5})
+    assert not feasible({"lr": 1e-3, "warmup": 1.6}) and not feasible({"lr": 1e-3, "one_minus_beta": 1.0})
+    assert not feasible({"lr": -1e-3})
+    trained = []
+
+    def fake_run(self, size, optim, point, steps, seed, phase):
+        trained.append(point["warmup"])
+        return RunResult(2.0 - point["warmup"], 1.0, steps)  # longer warmup always better: the grid runs off its edge
+
+    monkeypatch.setattr(Runner, "run", fake_run)
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+                         spaces={"adamw": {"warmup": [0.2, 0.4, 0.8]}}, phase2={"adamw": ()})
+    chosen = run_profile(profile, tmp_path, [], ["adamw"])["chosen"]
+    assert max(trained) <= 1 and chosen["adamw"]["s/20"]["warmup"] == 0.8
+
+
+@pytest.mark.parametrize("space", [{"lr": [1, 2, 4, 8, 16]}, {"lr": [1, 2, 4, 8, 16], "wd": [1, 2, 4, 8, 16]},
+                                   {"lr": [1, 2, 4, 8, 16], "rho": [1, 2, 4, 8, 16], "k": [1, 2, 4, 8, 16]}])
+@pytest.mark.parametrize("moved", [False, True])
+def test_phase1_count_matches_the_distinct_points_tune_trains(space, moved):
+    """The progress line's total and --estimate share ``phase1_runs``: on a bowl one grid step off the
+    centre (the first sweep moves every hyperparameter) it is exactly what coordinate descent trains; on a
+    bowl at the centre the second sweep trains nothing new."""
+    best = {k: grid[len(grid) // 2 + moved] for k, grid in space.items()}
+    seen = set()
+
+    def loss_of(point):
+        seen.add(tuple(sorted(point.items())))
+        return sum(math.log2(point[k] / best[k]) ** 2 for k in point)
+
+    assert tune(space, loss_of) == best
+    second_sweep = 0 if moved else 2 * (len(space) - 1)
+    assert len(seen) == tune_runs(space) - second_sweep
+
+
+def test_progress_total_is_exact_when_no_grid_is_extended(tmp_path, monkeypatch, capsys):
+    """The progress line's runs done/total: the plan (re-based after each stage) is met exactly when every
+    optimum lies inside its grid, and no reused point counts twice."""
+    best = {"lr": 8.0, "wd": 8.0}  # one grid step above the centres: the first sweep moves both
+
+    def fake_train(self, name, size, optim, point, steps, seed):
+        loss = sum(math.log2(point[k] / best[k]) ** 2 for k in point) + 1.0 / steps
+        return {"name": name, "size": size.name, "optim": optim, "point": point, "steps": steps, "seed": seed,
+                "final_val": loss, "seconds": 1.0, "tokens": steps, "wall": 0.0}
+
+    monkeypatch.setattr(Runner, "_train", fake_train)
+    space = {"lr": [1.0, 2.0, 4.0, 8.0, 16.0], "wd": [1.0, 2.0, 4.0, 8.0, 16.0]}
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0, 1),
+                         spaces={"adamw": space, "lion": space}, phase2={"adamw": ("lr",), "lion": ("lr",)})
+    planned = planned_runs(profile)
+    assert planned == 2 * ((10 + 1) + 2 * 3 + 3 * 1)
+    run_profile(profile, tmp_path, [], ["adamw", "lion"])
+    totals = [line.split(" runs")[0].split("] ")[1] for line in capsys.readouterr().out.splitlines() if " runs |" in line]
+    assert len(totals) == planned and set(t.split("/")[1] for t in totals) == {str(planned)}
+    assert totals[-1] == f"{planned}/{planned}"
+
+
+def test_sensitivity_slice_falls_back_to_the_last_line_search():
+    """Kron's tuning moved the weight decay after the LR's last line search, so no LR run had the chosen
+    weight decay and its panel showed one point; the panel now shows that last search, labelled."""
+    run = lambda lr, wd, loss: {"size": "s", "steps": 4, "lr": lr, "wd": wd, "final_val": loss}  # noqa: E731
+    points = [run(1, 1, 3.0), run(2, 1, 2.0), run(4, 1, 2.5),  # sweep 0: LR at wd 1
+              run(2, 0.5, 2.2), run(2, 2, 1.9),  # wd moves to 2
+              run(1, 2, 2.4), run(4, 2, 2.1), run(8, 2, 2.3),  # sweep 1: LR at wd 2 (stays)
+              run(2, 4, 1.95), run(2, 2, 1.9), run(9, 9, 9.0) | {"steps": 8}]  # wd stays; another budget ignored
+    best = {"lr": 2, "wd": 2}
+    lr_runs, note = sensitivity_slice(points, ["lr", "wd"], "lr", best)
+    assert [p["lr"] for p in lr_runs] == [1, 2, 4, 8] and [p["final_val"] for p in lr_runs] == [2.4, 1.9, 2.1, 2.3] and note == ""
+    wd_runs, note = sensitivity_slice(points, ["lr", "wd"], "wd", best)
+    assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == ""
+    moved = {"lr": 8, "wd": 2}  # as if the LR had moved last: no wd search at lr 8, so the latest one (at lr 2)
+    wd_runs, note = sensitivity_slice(points, ["lr", "wd"], "wd", moved)
+    assert [p["wd"] for p in wd_runs] == [0.5, 1, 2, 4] and note == "lr=2"
+
+
+def test_phase1_ends_at_a_checked_local_optimum(tmp_path, monkeypatch):
+    """Coordinate descent's last sweep can leave a better neighbour untried (here the best LR moves with
+    the weight decay, and the wd moves after the LR's last search, as Lion's did in the cpu profile);
+    ``settle`` moves on to it, and table.md's neighbour check then says 'yes'."""
+    def loss(point):  # the best LR equals the weight decay (in log2 units: the two coupled); the best wd is 16
+        return math.log2(point["lr"] / point["wd"]) ** 2 + 0.3 * math.log2(point["wd"] / 16) ** 2
+
+    monkeypatch.setattr(Runner, "run", lambda self, size, optim, point, steps, seed, phase: RunResult(loss(point), 1.0, steps))
+    space = {"lr": [2.0, 4.0, 8.0], "wd": [0.5, 1.0, 2.0]}
+    stopped = tune(space, loss)
+    assert any(loss({**stopped, k: stopped[k] * f}) < loss(stopped) for k in stopped for f in (0.5, 2.0))
+    profile = Profile(name="t", base=(), sizes=(Size("s", (), (10, 20, 40)),), seeds=(0,),
+                         spaces={"adamw": space}, phase2={"adamw": ()})
+    out = run_profile(profile, tmp_path, [], ["adamw"])
+    best = out["chosen"]["adamw"]["s/20"]
+    assert best == settle(stopped, loss) and loss(best) < loss(stopped)
+    assert all(loss({**best, k: best[k] * f}) >= loss(best) for k in best for f in (0.5, 2.0))
+    rows = neighbour_rows(out["tried"], out["chosen"])
+    assert rows[2].startswith(f"| adamw | {loss(best):.4f} | 4 of 4 |") and rows[2].endswith("| yes |")
+    assert settle(stopped, loss, max_moves=0) == stopped
+    done = {"adamw": [{"size": "s", "steps": 20, **p, "final_val": v} for p, v in
+                      (({"lr": 4.0, "wd": 1.0}, 1.0), ({"lr": 2.0, "wd": 1.0}, 1.5), ({"lr": 8.0, "wd": 1.0}, 1.2))]}
+    (row,) = neighbour_rows(done, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2:]
+    assert row == "| adamw | 1.0000 | 2 of 4 | lr x2 (+0.2000) | not shown (2 not run) |"
+    worse = {"adamw": [*done["adamw"], {"size": "s", "steps": 20, "lr": 4.0, "wd": 2.0, "final_val": 0.9}]}
+    assert neighbour_rows(worse, {"adamw": {"s/20": {"lr": 4.0, "wd": 1.0}}})[2].endswith("| wd x2 (-0.1000) | no |")
