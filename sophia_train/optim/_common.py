@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -13,6 +14,22 @@ from sophia_train.distributed.parallel import local, shard_group, sharded_sum
 #: a second copy of the parameters in fresh memory and the step runs at about half speed
 #: (bench/results/sophia_update_cpu.md). On CUDA the lists are not cut: fewer launches win there.
 CPU_FOREACH_CHUNK = 1 << 20
+
+
+def check_range(name: str, value: float, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
+                high_open: bool = False) -> None:
+    """The constructors' one range check: ``ValueError`` naming ``name`` unless ``value`` lies in the interval
+    from ``low`` to ``high`` (ends closed unless ``*_open``); NaN never does."""
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        raise ValueError(f"Invalid {name}: {value} (must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'})")
+
+
+def check_betas(betas: Iterable[float], name: str = "betas") -> None:
+    """Every beta in [0, 1)."""
+    for i, b in enumerate(betas):
+        check_range(f"{name}[{i}]", b, 0.0, 1.0, high_open=True)
 
 
 def evaluate_closure(closure: Callable[[], float] | None):

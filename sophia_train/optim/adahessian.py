@@ -17,7 +17,7 @@ import torch
 from torch.optim import Optimizer
 
 from sophia_train.config import AdaHessianConfig
-from sophia_train.optim._common import evaluate_closure, global_norm, lazy_state
+from sophia_train.optim._common import check_betas, check_range, evaluate_closure, global_norm, lazy_state
 from sophia_train.optim.contract import CurvatureOptimizer
 
 
@@ -33,12 +33,9 @@ class AdaHessian(CurvatureOptimizer, Optimizer):
         weight_decay: float = AdaHessianConfig.weight_decay,
         hessian_power: float = AdaHessianConfig.hessian_power,
     ):
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Invalid betas: {betas}")
-        if not 0.0 < hessian_power <= 1.0:
-            raise ValueError(f"Invalid hessian_power: {hessian_power}")
+        check_range("lr", lr)
+        check_betas(betas)
+        check_range("hessian_power", hessian_power, 0.0, 1.0, low_open=True)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power))
 
     def _state_for(self, p: torch.Tensor) -> dict:

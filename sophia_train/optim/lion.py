@@ -15,7 +15,7 @@ import torch
 from torch.optim import Optimizer
 
 from sophia_train.config import LionConfig
-from sophia_train.optim._common import evaluate_closure, lazy_state
+from sophia_train.optim._common import check_betas, check_range, evaluate_closure, lazy_state
 from sophia_train.optim.flat import FusedFlatMixin
 from sophia_train.optim.kernels import kernels
 
@@ -32,12 +32,9 @@ class Lion(FusedFlatMixin, Optimizer):
     def __init__(self, params, lr: float = LionConfig.lr, betas: tuple[float, float] = LionConfig.betas,
                  weight_decay: float = LionConfig.weight_decay,
                  *, foreach: bool | None = None, fused: bool | None = None):
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Invalid betas: {betas}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        check_range("lr", lr)
+        check_betas(betas)
+        check_range("weight_decay", weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, foreach=foreach))
         self._setup_fused(fused)
 

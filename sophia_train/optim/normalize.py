@@ -13,7 +13,7 @@ import torch
 from torch.optim import Optimizer
 
 from sophia_train.config import NormalizeConfig
-from sophia_train.optim._common import evaluate_closure, lazy_state
+from sophia_train.optim._common import check_range, evaluate_closure, lazy_state
 
 
 class NormalizedMomentum(Optimizer):
@@ -21,8 +21,9 @@ class NormalizedMomentum(Optimizer):
 
     def __init__(self, params, lr: float = NormalizeConfig.lr, beta: float = NormalizeConfig.beta,
                  weight_decay: float = NormalizeConfig.weight_decay, eps: float = NormalizeConfig.eps):
-        if not lr >= 0.0 or not 0.0 <= beta < 1.0 or not weight_decay >= 0.0:
-            raise ValueError(f"Invalid hyper-parameters lr={lr}, beta={beta}, weight_decay={weight_decay}")
+        check_range("lr", lr)
+        check_range("weight_decay", weight_decay)
+        check_range("beta", beta, 0.0, 1.0, high_open=True)
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, eps=eps))
 
     @torch.no_grad()

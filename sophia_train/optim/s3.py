@@ -22,7 +22,7 @@ import torch
 from torch.optim import Optimizer
 
 from sophia_train.config import S3Config
-from sophia_train.optim._common import evaluate_closure, lazy_state
+from sophia_train.optim._common import check_range, evaluate_closure, lazy_state
 from sophia_train.optim.flat import FusedFlatMixin
 from sophia_train.optim.kernels import kernels
 
@@ -49,14 +49,10 @@ class SoftSignSGD(FusedFlatMixin, Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta: {beta}")
-        if not p >= 1.0:
-            raise ValueError(f"Invalid p: {p} (the paper requires p >= 1)")
-        if not weight_decay >= 0.0 or not eps >= 0.0:
-            raise ValueError("weight_decay and eps must be >= 0")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("eps", eps)):
+            check_range(name, value)
+        check_range("beta", beta, 0.0, 1.0, high_open=True)
+        check_range("p", p, 1.0)  # the paper requires p >= 1
         super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, eps=eps, nesterov=nesterov,
                                          foreach=foreach))
         self._setup_fused(fused)

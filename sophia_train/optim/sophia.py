@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from sophia_train.config import SophiaConfig, SophiaHConfig
 from sophia_train.distributed.parallel import shard_group, sharded_sum
-from sophia_train.optim._common import evaluate_closure, global_norm, lazy_state
+from sophia_train.optim._common import check_betas, check_range, evaluate_closure, global_norm, lazy_state
 from sophia_train.optim.contract import CurvatureOptimizer
 from sophia_train.optim.flat import FusedFlatMixin
 from sophia_train.optim.kernels import kernels
@@ -67,16 +67,10 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid betas: {betas} (each must be in [0, 1))")
-        if not rho >= 0.0:
-            raise ValueError(f"Invalid rho: {rho}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
-        if not eps > 0.0:
-            raise ValueError(f"Invalid eps: {eps}")
+        for name, value in (("lr", lr), ("rho", rho), ("weight_decay", weight_decay)):
+            check_range(name, value)
+        check_range("eps", eps, low_open=True)
+        check_betas(betas)
         defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps, maximize=maximize,
                         clip=clip, foreach=foreach)
         super().__init__(params, defaults)

@@ -256,3 +256,16 @@ def test_sophia_h_loads_groups_saved_with_the_old_second_moment_flag():
         assert fresh.param_groups[0]["denominator"] == name and "second_moment" not in fresh.param_groups[0]
     with pytest.raises(ValueError, match="official is SophiaG"):
         SophiaH([torch.zeros(2, requires_grad=True)], denominator="official")
+
+
+@pytest.mark.parametrize("cls, bad", [
+    (SophiaG, {"lr": float("nan")}), (SophiaG, {"betas": (0.9, 1.0)}), (SophiaG, {"rho": -0.1}), (SophiaG, {"eps": 0.0}),
+    (SophiaH, {"weight_decay": -1.0}), (Lion, {"betas": (-0.1, 0.99)}), (Lion, {"lr": -1e-3}), (SoftSignSGD, {"p": 0.5}),
+    (SoftSignSGD, {"beta": 1.0}), (NormalizedMomentum, {"beta": float("nan")}), (AdaHessian, {"hessian_power": 0.0}),
+    (AdaHessian, {"hessian_power": 1.5}),
+])
+def test_constructors_refuse_out_of_range_hyperparameters_by_name(cls, bad):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=rf"Invalid {name}(\[\d\])?: "):
+        cls([torch.nn.Parameter(torch.zeros(2))], **bad)
+    cls([torch.nn.Parameter(torch.zeros(2))])  # the defaults are in range
