@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -49,8 +52,6 @@ def usage() -> str:
 
 def swept_keys(argv: list[str], sweeper_params: dict | None) -> set[str]:
     """Config keys a multirun varies: comma/range/glob overrides on the command line plus an experiment's sweeper params."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     keys = {k.lstrip("+~") for k in (sweeper_params or {})}
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
@@ -61,9 +62,6 @@ def swept_keys(argv: list[str], sweeper_params: dict | None) -> set[str]:
 
 def multirun_job_dir() -> str | None:
     """Under ``-m`` (Hydra multirun), a sub-folder name unique to this job: its number and swept values."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hc = HydraConfig.get()

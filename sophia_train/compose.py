@@ -23,7 +23,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from sophia_train.config import OPTIM_SCHEMAS, Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig, flatten
 from sophia_train.config.paper import paper_attn_scale, paper_peak_lr
@@ -103,8 +108,6 @@ def _optim_keys() -> set[str]:
 
 def _first_values(argv: list[str]) -> list[str] | None:
     """The overrides of one job of a command line (a sweep's first value); None where that cannot be said."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         parsed = OverridesParser.create().parse_overrides(argv)
     except Exception as e:  # an override Hydra cannot parse: its own message says where
@@ -132,9 +135,6 @@ def precheck(argv: list[str], folder: str) -> None:
     overrides = _first_values([a for a in argv if a not in _HYDRA_FLAGS])
     if overrides is None:
         return
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=folder, version_base="1.3"):
@@ -145,8 +145,6 @@ def precheck(argv: list[str], folder: str) -> None:
 
 def register_configs() -> None:
     """Register the root and group schemas with Hydra's ConfigStore, and the paper resolvers."""
-    from hydra.core.config_store import ConfigStore
-
     for name, fn in (("paper_lr", paper_peak_lr), ("paper_attn_scale", paper_attn_scale)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -175,11 +173,6 @@ def config_dir() -> str:
 
 def compose_config(overrides: list[str]) -> Config:
     """The typed config the command line ``python -m sophia_train *overrides`` would build."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
-
     register_configs()
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -197,8 +190,6 @@ def compose_config(overrides: list[str]) -> Config:
 
 def _given_keys(argv: list[str]) -> set[str]:
     """Config keys (and groups) a command line sets, without the +/++/~ prefixes."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
     except Exception:

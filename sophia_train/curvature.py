@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sophia_train.distributed import all_reduce_mean_
 from sophia_train.distributed.parallel import is_sharded, like_param
@@ -159,8 +160,6 @@ def hutchinson_estimate(
     The Hessian-vector product is a double backward: ``model`` must be the plain module (not DDP,
     not compiled), and attention runs on SDPA's math kernel, the one that supports it.
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     if any(is_sharded(p) for p in params):
         replica, whole = _whole_replica(model, params)
         estimate = hutchinson_estimate(replica, micro_batches, whole, seed, step, autocast)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from sophia_train.atomic import atomic_write_text, describe_write_error
 from sophia_train.errors import ConfigError
@@ -114,8 +115,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 def open_run_log(cfg: Any, out_dir: Path, resumed_at: int | None, enabled: bool) -> MetricsLogger:
     """The run's metrics sink: ``metrics.jsonl`` (a resumed run keeps the rows up to its step, a new run
     starts it afresh), ``config.yaml``, and wandb when ``logger.wandb`` is on. Rank 0 only writes."""
-    from omegaconf import OmegaConf
-
     if enabled:
         metrics = out_dir / "metrics.jsonl"
         if resumed_at is not None and metrics.exists():  # drop rows logged after the checkpoint we resume from

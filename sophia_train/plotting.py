@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Sequence
@@ -103,8 +104,6 @@ def plot_diagnostics(runs: Sequence[str | os.PathLike], out_png: str | os.PathLi
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/plot_runs.py``."""
-    import argparse
-
     ap = argparse.ArgumentParser(description="Plot runs' loss curves (and optionally the paper's diagnostics) into PNGs.")
     ap.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
     ap.add_argument("-o", "--out", default="loss_curves.png")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -58,9 +60,6 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/inspect_ckpt.py`` / ``sophia-inspect``."""
-    import argparse
-    import sys
-
     ap = argparse.ArgumentParser(description="Print a checkpoint's step, model, optimizer, data and val loss.")
     ap.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file (e.g. RUN/best.pt)")
     ap.add_argument("--config", action="store_true", help="also print the run's full config (YAML)")

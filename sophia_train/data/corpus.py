@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from pydoc_data.topics import topics
 
 from sophia_train.errors import ConfigError
 
@@ -48,8 +49,6 @@ def _kjv_text() -> str | None:
 
 
 def _python_docs_text() -> str:
-    from pydoc_data.topics import topics
-
     return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 

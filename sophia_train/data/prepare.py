@@ -6,8 +6,10 @@ any local text / jsonl / parquet files, and the embedded default corpus (``corpu
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import functools
+import json
 import os
 import re
 import sys
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from datasets import Dataset, load_dataset
+from tqdm.auto import tqdm
 
 from sophia_train.atomic import file_in_the_way
 from sophia_train.data import SPLITS, write_meta, write_split
@@ -81,8 +85,6 @@ def check_encoding(paths: Sequence[str | os.PathLike], errors: str) -> int:
 def _write_tokenized(split_ds, path: Path, dtype: np.dtype, desc: str) -> tuple[int, int]:
     """Concatenate the ``ids`` column of a tokenized split into one flat file, with a progress bar;
     returns (tokens, largest token id)."""
-    from tqdm.auto import tqdm
-
     total = int(np.sum(split_ds["len"], dtype=np.int64))
     tmp = path.with_suffix(path.suffix + ".tmp")
     arr = np.memmap(tmp, dtype=dtype, mode="w+", shape=(max(total, 1),))
@@ -153,8 +155,6 @@ def prepare_hf_dataset(
 def check_jsonl(path: str | os.PathLike) -> None:
     """Refuse a .jsonl file with a line that is not one JSON object, naming the line (the datasets library
     only says that "an error occurred while generating the dataset")."""
-    import json
-
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -179,8 +179,6 @@ def check_out_dir(out: Path) -> None:
 
 def load_local_files(files: Sequence[str | os.PathLike], text_field: str = "text", encoding_errors: str = "strict"):
     """Load local .txt (one document per paragraph), .jsonl/.json or .parquet files as one dataset."""
-    from datasets import load_dataset
-
     paths = [str(Path(f)) for f in files]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -216,8 +214,6 @@ def load_local_files(files: Sequence[str | os.PathLike], text_field: str = "text
 def load_openwebtext(hub_id: str = OWT_HUB_ID, revision: str | None = OWT_REVISION, num_proc: int | None = None):
     """OpenWebText's 8M documents from the hub (downloads ~55 GB of parquet on first use); a source that
     cannot be reached (offline, wrong id) is one paragraph, not a traceback."""
-    from datasets import load_dataset
-
     try:
         return load_dataset(hub_id, revision=revision or None, split="train", num_proc=num_proc)
     except Exception as e:  # ConnectionError, offline-mode and not-found errors of datasets / huggingface_hub
@@ -255,8 +251,6 @@ def _fraction(text: str) -> float:
     except ValueError:
         v = float("nan")
     if not 0 < v < 1:
-        import argparse
-
         raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
     return v
 
@@ -271,9 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    from datasets import Dataset
 
 
     ap = argparse.ArgumentParser(description="Tokenize a corpus into train.bin / val.bin / meta.json.")

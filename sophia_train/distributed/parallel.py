@@ -19,12 +19,13 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def is_sharded(t: torch.Tensor) -> bool:
     """Whether ``t`` is a DTensor (an FSDP shard) rather than a whole tensor."""
-    from torch.distributed.tensor import DTensor
-
     return isinstance(t, DTensor)
 
 
@@ -55,7 +56,6 @@ def like_param(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     placements when ``param`` is one; a whole ``value`` is cut to this rank's shard first."""
     if not is_sharded(param):
         return value
-    from torch.distributed.tensor import DTensor, distribute_tensor
 
     if value.shape == param.shape and not is_sharded(value):  # a whole tensor: keep this rank's piece (no communication)
         return distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
@@ -68,8 +68,6 @@ def apply_fsdp(model: nn.Module, device: torch.device, param_dtype: torch.dtype)
     ``param_dtype`` bf16 gathers and computes in bf16 with fp32 gradient reduction and fp32 master
     weights; fp32 leaves everything in fp32. Returns the same module (now an ``FSDPModule``).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype != torch.float32 else MixedPrecisionPolicy()
     blocks = list(model.transformer.h)
     for i, block in enumerate(blocks):
@@ -81,8 +79,6 @@ def apply_fsdp(model: nn.Module, device: torch.device, param_dtype: torch.dtype)
 
 def apply_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """Wrap ``module`` in DistributedDataParallel (gradients all-reduced on the last micro-batch)."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -17,6 +17,7 @@ launcher was killed outright get SIGTERM instead of training on alone.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ import time
 from types import FrameType
 
 import torch
+import torch.distributed as dist
 
 #: A repeat of the first SIGTERM/SIGUSR1 within this many seconds is the same request delivered twice, not a
 #: second one (a second Ctrl-C always counts).
@@ -74,8 +76,6 @@ class StopSignals:
 def stop_vote(signals: StopSignals, group=None) -> bool:
     """Whether any rank caught a stop signal: one tiny all-reduce on ``group`` under torchrun (every rank
     must call it at the same step), a flag check in one process."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return signals.received is not None
     flag = torch.tensor([1.0 if signals.received else 0.0])
@@ -86,8 +86,6 @@ def stop_vote(signals: StopSignals, group=None) -> bool:
 def control_group():
     """A CPU (gloo) process group for the stop vote, so the vote never waits on the GPU's queue; None
     when the default group is gloo already (or there is none)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_backend() == "gloo":
         return None
     return dist.new_group(backend="gloo")
@@ -98,7 +96,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     elsewhere. If the parent is gone already, send it now."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
 
     parent = os.getppid()
     try:

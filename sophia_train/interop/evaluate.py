@@ -12,10 +12,12 @@ Needs ``pip install 'sophia_train[eval]'``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +191,6 @@ def compare(result_files: list[str | os.PathLike], out: str | os.PathLike, metri
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/evaluate.py`` / ``sophia-evaluate``."""
-    import argparse
-    import sys
-
     ap = argparse.ArgumentParser(description="Evaluate a run with lm-evaluation-harness (on its Hugging Face export), or compare runs.")
     ap.add_argument("runs", nargs="+", help="run folder(s) or checkpoint file(s); with --compare: run folders or result JSON files")
     ap.add_argument("--preset", choices=sorted(PRESETS), help="sophia_fig5: BoolQ, CB, COPA, RTE, 2-shot, 5 exemplar draws (paper Fig. 5)")

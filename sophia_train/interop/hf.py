@@ -9,8 +9,10 @@ OpenAI's GPT-2 is ``gelu_new``. Needs the optional extra ``pip install sophia_tr
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,9 +223,6 @@ def export_hf(run: str | os.PathLike, out: str | os.PathLike, device: str = "cpu
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/export_hf.py`` / ``sophia-export-hf``."""
-    import argparse
-    import sys
-
     ap = argparse.ArgumentParser(description="Export a run's model as a Hugging Face GPT-2 folder (config.json + model.safetensors + tokenizer).")
     ap.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
     ap.add_argument("--out", help="output folder (default: RUN/hf)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from sophia_train.checkpoint import checkpoint_at, load_checkpoint_meta, saved_model_config
 from sophia_train.checkpoint.load_run import checkpoint_file, load_run, tokenizer_spec_of
@@ -69,8 +70,6 @@ def model_name_for(init_from: str) -> str:
 
 def apply_init_from(node: Any) -> None:
     """Fill or check the ``model`` node of a composed config from ``init_from`` (a no-op without it)."""
-    from omegaconf import OmegaConf
-
 
     init_from = node.get("init_from")
     if not init_from or init_from == "scratch":

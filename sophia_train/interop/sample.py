@@ -3,7 +3,9 @@ checkpoint itself, opened by ``checkpoint.load_run``."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -47,9 +49,6 @@ def generate_text(run: str | os.PathLike, prompt: str = "\n", max_new_tokens: in
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/sample.py`` / ``sophia-sample``."""
-    import argparse
-    import sys
-
     ap = argparse.ArgumentParser(description='Sample text from a trained run: `python scripts/sample.py runs/demo --prompt "And God said" -n 300`.')
     ap.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
     ap.add_argument("--prompt", default="\n", help="the text to continue, or FILE:path to read it from a file")

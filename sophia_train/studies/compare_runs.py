@@ -8,6 +8,7 @@ steps, compute and wall-clock, relative to A's whole run.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import statistics
@@ -202,9 +203,6 @@ def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/compare_runs.py``."""
-    import argparse
-    from pathlib import Path
-
     ap = argparse.ArgumentParser(description="The paper's T/2-vs-T comparison (Sec. 3.2) over run folders, printed as Markdown.")
     ap.add_argument("roots", nargs="+", help="folders searched for runs (config.yaml + metrics.jsonl)")
     ap.add_argument("--baseline", default="adamw", help="optimizer A, run for T steps")

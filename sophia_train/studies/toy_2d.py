@@ -7,6 +7,7 @@ diagonal every step, as in the paper's toy (Eq. 4); Newton divides by the exact 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,8 +132,6 @@ def plot_trajectories(loss: Loss, paths: dict[str, np.ndarray], extent, out: str
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of ``scripts/toy_2d.py``."""
-    import argparse
-
     ap = argparse.ArgumentParser(description="Reproduce the Sophia paper's Figure 2 and the lecture's contour / saddle comparisons as PNGs.")
     ap.add_argument("--out", default="results/toy")
     ap.add_argument("--steps", type=int, default=30)
