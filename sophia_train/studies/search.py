@@ -8,10 +8,11 @@ from __future__ import annotations
 EDGE_EXTENSIONS = 3  # how many times a line search may step past the edge of its grid
 
 
-def line_search(values: list[float], loss_of) -> float:
-    """The value of lowest loss among ``values``, extending by x2 past an edge while the best sits on it."""
+def line_search(values: list[float], loss_of, extensions: int = EDGE_EXTENSIONS) -> float:
+    """The value of lowest loss among ``values``, extending by x2 past an edge while the best sits on it
+    (at most ``extensions`` times)."""
     losses = {v: loss_of(v) for v in values}
-    for _ in range(EDGE_EXTENSIONS):
+    for _ in range(extensions):
         best = min(losses, key=losses.get)
         if best == max(losses):
             losses[best * 2] = loss_of(best * 2)
@@ -22,14 +23,14 @@ def line_search(values: list[float], loss_of) -> float:
     return min(losses, key=losses.get)
 
 
-def tune(space: dict[str, list[float]], loss_of) -> dict[str, float]:
+def tune(space: dict[str, list[float]], loss_of, extensions: int = EDGE_EXTENSIONS) -> dict[str, float]:
     """Coordinate descent over ``space`` (see the module docstring); ``loss_of(point)`` trains or reuses a run."""
     point = {k: grid[len(grid) // 2] for k, grid in space.items()}
     for sweep in range(1 if len(space) == 1 else 2):
         before = dict(point)
         for name, grid in space.items():
             values = grid if sweep == 0 else [point[name] / 2, point[name], point[name] * 2]
-            point[name] = line_search(sorted(values), lambda v, name=name: loss_of({**point, name: v}))
+            point[name] = line_search(sorted(values), lambda v, name=name: loss_of({**point, name: v}), extensions)
         if sweep > 0 and point == before:
             break
     return point

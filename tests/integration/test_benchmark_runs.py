@@ -65,6 +65,9 @@ def test_quick_profile_end_to_end(byte_data, tmp_path, capsys):
     assert main(args) == 0
     again = capsys.readouterr().out
     assert "runs |" not in again and (out / "results.jsonl").read_text().count("\n") == lines
+    assert "Pipeline test only" in table
+    assert main([*args, "--report-only"]) == 0 and (out / "table.md").read_text() == table  # rebuilt byte for byte
+    capsys.readouterr()
     # a worker killed mid-append leaves a torn last line: reports skip it, the next run repairs it and retrains that run
     results = out / "results.jsonl"
     kept = results.read_text().splitlines()

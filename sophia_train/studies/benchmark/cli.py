@@ -1,27 +1,32 @@
 """The fair optimizer benchmark: every optimizer tuned, compared at the end of training across model
-sizes and data budgets, speedups over AdamW as the Sophia paper and Wen et al. (2025) define them.
+sizes, data budgets and batch sizes, speedups over AdamW as the Sophia paper and Wen et al. (2025) define them.
 
-A profile (``PROFILES``) names the model sizes, the budgets of each (optimizer steps at a fixed batch,
-each run with its own full warmup + cosine schedule), the seeds, the optimizers and their search spaces.
+A profile (``profiles.PROFILES``) names the sizes (each with its parameter count, tokens per step and budgets
+in optimizer steps chosen as tokens per parameter; a batch-axis size is one model at another batch), the seeds,
+the optimizers, their search spaces and every hyperparameter left fixed with the reason (protocol v2):
 
-1. Phase I: coordinate descent (``cpu_benchmark.tune``: a line search per hyperparameter, the grid
+1. Phase I: coordinate descent (``studies.search.tune``: a line search per hyperparameter, the grid
    extended while the best sits on its edge, a second pass at v/2, v, 2v) over each optimizer's own
-   hyperparameters at the smallest size and its middle budget, then ``settle``: move to a better
-   x1/2 or x2 neighbour until none is, so the point is a checked local optimum. Betas are searched as
-   1 - beta (log scale), the warmup as a fraction of the run.
-2. Phase II: at every other (size, budget), only the scale-sensitive hyperparameters (``phase2``: the
-   LR, and rho for Sophia) are searched again, around the Phase I point.
-3. The chosen point of every (optimizer, size, budget) runs with every seed; the reports use the
-   mean and sd over seeds. ``speedup.py`` fits AdamW's L(D) per size and turns each loss into the
-   data, wall-clock and compute AdamW would need.
+   hyperparameters, beta1 included, at the anchor (the first size at ``anchor_index``), each point's loss
+   the mean over ``tune_seeds`` seeds; then ``settle``: move to a better x1/2 or x2 neighbour until none
+   is, so the point is a checked local optimum. Betas are searched as 1 - beta (log scale), the warmup as
+   a fraction of the run.
+2. Phase II: at every other (size, budget) a size retunes (``retune``), only ``phase2`` (the LR, and rho
+   for Sophia or the first moment for the others) is searched again around the Phase I point, on
+   ``phase2_seeds`` seeds; a budget not retuned reuses the nearest retuned one's point.
+3. The ablation (``ablation``): at the anchor, beta1 left at the optimizer's default, the rest retuned.
+4. The chosen point of every (optimizer, size, budget) runs with every seed; the reports use the mean and
+   sd over seeds, flag differences to AdamW within 2 seed sd as ties, and show Sophia's not-clipped share
+   and ||h||. ``speedup.py`` fits AdamW's L(D) per size and turns each loss into the data, wall-clock and
+   compute AdamW would need.
 
 Every run is an ordinary training run in ``OUT/runs/<name>``; ``OUT/results.jsonl`` keeps each
-finished run's final val loss, training seconds and tokens, so re-invoking skips finished runs, and a
-run interrupted mid-way continues from its checkpoint. ``OUT/table.md`` and the PNGs are rebuilt from
-results at the end (``--report-only`` rebuilds them alone).
+finished run's final val loss, training seconds, tokens and diagnostics, so re-invoking skips finished
+runs, and a run interrupted mid-way continues from its checkpoint. ``OUT/table.md`` and the PNGs are
+rebuilt from results at the end (``--report-only`` rebuilds them alone, byte for byte).
 
-    python scripts/optimizer_benchmark.py --profile quick --out runs/benchmark_quick   # a few minutes
-    python scripts/optimizer_benchmark.py --profile cpu --out results/benchmark_cpu
+    python scripts/optimizer_benchmark.py --profile quick --out runs/benchmark_quick   # a few minutes, pipeline test
+    python scripts/optimizer_benchmark.py --profile cpu --out results/benchmark_cpu_v2 --workers 2   # ~2-3 h on 2 cores
     python scripts/optimizer_benchmark.py --profile gpu_small --estimate                # GPU-hours, no runs
 """
 

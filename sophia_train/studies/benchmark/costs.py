@@ -14,7 +14,7 @@ from sophia_train.curvature import ESTIMATORS
 from sophia_train.data import open_dataset
 from sophia_train.model import GPT, gpt_config
 from sophia_train.studies.benchmark.profiles import Profile, Size, overrides_for
-from sophia_train.studies.benchmark.tuning import run_counts
+from sophia_train.studies.benchmark.tuning import is_retuned, run_counts
 
 
 @dataclass
@@ -43,27 +43,31 @@ def estimator_overhead(optim: str, point: dict[str, float]) -> float:
 
 
 def estimate(profile: Profile, peak_flops: float = 989e12, mfu: float = 0.4) -> str:
-    """GPU-hours of a profile on one GPU of ``peak_flops``: per optimizer, its Phase I runs at the anchor
-    (smallest size, middle budget), ~3 points per Phase II hyperparameter and the extra seeds at every other budget."""
-
+    """GPU-hours of a profile on one GPU of ``peak_flops``: per optimizer, its Phase I runs at the anchor (over the
+    tuning seeds), ~3 points per Phase II hyperparameter at every other retuned budget, the ablation, and the
+    final seeds at every budget (the mean cost of a budget for those)."""
     cost = {}  # (size, steps) -> GPU-hours of one run
-    lines = ["| size | params | budgets (steps) | tokens/step | GPU-hours of one run per budget |", "| --- | ---: | --- | ---: | --- |"]
+    lines = ["| size | params | budgets (steps) | tokens/param | tokens/step | GPU-hours of one run per budget |",
+             "| --- | ---: | --- | --- | ---: | --- |"]
     for size in profile.sizes:
         info = size_info(profile, size)
         cfg = compose_config([*profile.base, *size.overrides, "optim=adamw"])
         tokens_per_step = cfg.train.batch_size * total_accum(cfg.train) * (cfg.train.seq_len or cfg.model.block_size)
         for s in size.steps:
             cost[(size.name, s)] = s * tokens_per_step * info.flops_per_token / (peak_flops * mfu) / 3600
-        lines.append(f"| {size.name} | {info.n_params / 1e6:.0f}M | {', '.join(map(str, size.steps))} | {tokens_per_step:,} | "
+        lines.append(f"| {size.name} | {info.n_params / 1e6:.0f}M | {', '.join(map(str, size.steps))} | "
+                     f"{', '.join(f'{s * tokens_per_step / info.n_params:.3g}' for s in size.steps)} | {tokens_per_step:,} | "
                      f"{', '.join(f'{cost[(size.name, s)]:,.1f}' for s in size.steps)} |")
-    first = profile.sizes[0]
-    anchor = (first.name, first.steps[len(first.steps) // 2])
-    lines += ["", "| optimizer | Phase I runs | GPU-hours (Phase I + II + seeds) |", "| --- | ---: | ---: |"]
+    anchor_size, anchor_steps = profile.anchor
+    anchor = cost[(anchor_size.name, anchor_steps)]
+    retuned = [c for (name, steps), c in cost.items() if (name, steps) != (anchor_size.name, anchor_steps)
+               and is_retuned(size := next(s for s in profile.sizes if s.name == name), size.steps.index(steps))]
+    mean = sum(cost.values()) / len(cost)
+    lines += ["", "| optimizer | Phase I runs | GPU-hours (Phase I + II + ablation + seeds) |", "| --- | ---: | ---: |"]
     total = 0.0
     for optim in profile.spaces:
         n = run_counts(profile, optim)
-        hours = n.phase1 * cost[anchor] + sum(n.phase2_per_budget * c for key, c in cost.items() if key != anchor)
-        hours += n.seeds_per_budget * sum(cost.values())
+        hours = n.phase1 * anchor + n.phase2_per_budget * sum(retuned) + n.ablation * anchor + n.final_seeds * mean
         total += hours
         lines.append(f"| {optim} | ~{n.phase1} | {hours:,.0f} |")
     lines.append(f"\nAbout {total:,.0f} H100-hours for the {len(profile.optims)} optimizers at {mfu:.0%} MFU "

@@ -11,6 +11,7 @@ from matplotlib import ticker
 
 from sophia_train.plotting import _pyplot, save_figure
 from sophia_train.studies.benchmark.costs import SizeInfo
+from sophia_train.studies.benchmark.profiles import Size
 from sophia_train.studies.benchmark.tuning import at_anchor
 
 
@@ -33,10 +34,15 @@ def sensitivity_slice(points: list[dict], keys: list[str], key: str, best: dict)
     return sorted(last[1].values(), key=lambda p: p[key]), ", ".join(f"{k}={v:.3g}" for k, v in zip(rest, last[0]))
 
 
-def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], tried: dict, chosen: dict) -> list[Path]:
-    """loss_vs_budget_<size>.png (fit drawn), speedup_vs_size.png, sensitivity_<optim>.png; returns their paths."""
+def plots(out: Path, rows: list[dict], fits: dict, infos: dict[str, SizeInfo], tried: dict, chosen: dict,
+          batch: list[tuple[Size, int]] | None = None) -> list[Path]:
+    """loss_vs_budget_<size>.png (fit drawn), speedup_vs_size.png, speedup_vs_batch.png (with a batch axis),
+    sensitivity_<optim>.png; returns their paths."""
     written = [loss_vs_budget(out, rows, size, fit["data"]) for size, fit in fits.items()]
-    written.append(speedup_vs_size(out, rows, list(fits), infos))
+    if fits:
+        written.append(speedup_vs_size(out, rows, list(fits), infos))
+    if batch and len(batch) > 1:
+        written.append(speedup_vs_batch(out, rows, batch))
     for optim, points in tried.items():
         if optim in chosen and (path := sensitivity(out, optim, points, next(iter(chosen[optim].values())))):
             written.append(path)
@@ -86,6 +92,34 @@ def speedup_vs_size(out: Path, rows: list[dict], sizes: list[str], infos: dict[s
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: the panels are full
     fig.suptitle("speedup against model size, per budget (hollow triangles: only a bound is known)", fontsize=9)
     return save_figure(fig, out / "speedup_vs_size.png")
+
+
+def speedup_vs_batch(out: Path, rows: list[dict], batch: list[tuple[Size, int]]) -> Path:
+    """speedup_vs_batch.png: per optimizer, the final-loss difference to tuned AdamW (mean ± sd over seeds) and the
+    interpolated data speedup against tokens per step, each batch at its own budget."""
+    plt = _pyplot()
+    at = {(r["size"], r["steps"], r["optim"]): r for r in rows}
+    optims = sorted({r["optim"] for r in rows} - {"adamw"})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for j, optim in enumerate(optims):
+        pts = [(s.tokens_per_step, r) for s, t in batch if (r := at.get((s.name, t, optim)))]
+        xs = [x for x, _ in pts]
+        left.errorbar(xs, [r["delta"] for _, r in pts], yerr=[r["loss_sd"] for _, r in pts], marker="o", capsize=3,
+                      color=f"C{j % 10}", label=optim)
+        right.plot(xs, [r["data_interp"] for _, r in pts], marker="o", color=f"C{j % 10}", label=optim)
+    left.axhline(0.0, color="k", lw=0.8)
+    right.axhline(1.0, color="k", lw=0.8)
+    left.set(xscale="log", xlabel="tokens per step", ylabel="final val loss − AdamW's", title="loss difference (below 0: better)")
+    right.set(xscale="log", yscale="log", xlabel="tokens per step", ylabel="data speedup over AdamW (interpolated)",
+              title="speedup (bounds where AdamW's budgets do not reach)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(ticker.FixedLocator([s.tokens_per_step for s, _ in batch]))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+    right.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    right.legend(fontsize=7)
+    fig.suptitle("against batch size (each batch re-tuned, at a budget that grows with it)", fontsize=9)
+    return save_figure(fig, out / "speedup_vs_batch.png")
 
 
 def _parameter_axis(ax, n_params: list[int]) -> None:

@@ -68,6 +68,22 @@ class RunResult:
     final_val: float
     seconds: float
     tokens: int
+    not_clipped: float = math.nan  # Sophia: share of coordinates not clipped, over the last logged window
+    h_norm: float = math.nan  # Sophia: the curvature estimate's norm at the end
+
+
+def run_result(row: dict) -> RunResult:
+    """A results.jsonl row as a ``RunResult`` (rows from before the diagnostics were recorded have none)."""
+    return RunResult(row["final_val"], row["seconds"], row["tokens"], row.get("not_clipped", math.nan), row.get("h_norm", math.nan))
+
+
+def last_diagnostics(rows: list[dict]) -> dict[str, float]:
+    """Sophia's not-clipped fraction and ||h|| at the last train row that has them (empty for other optimizers)."""
+    out = {}
+    for r in rows:
+        if r["kind"] == "train":
+            out.update({new: r[old] for old, new in (("not_clipped_frac", "not_clipped"), ("hessian_norm", "h_norm")) if old in r})
+    return out
 
 
 class Runner:
@@ -107,7 +123,7 @@ class Runner:
             self.train_seconds += self.results[name]["wall"]
             self._progress(name, phase)
         row = self.results[name]
-        return RunResult(row["final_val"], row["seconds"], row["tokens"])
+        return run_result(row)
 
     def overrides(self, name: str, size: Size, optim: str, point: dict[str, float], steps: int, seed: int) -> list[str]:
         """The training run ``name`` as config overrides (checkpointed every quarter, so a killed run resumes)."""
@@ -131,11 +147,13 @@ class Runner:
             except TrainingDiverged as e:  # a diverged run is a result (an infinite loss), not a crash
                 print(f"diverged: {e}")
                 loss, tokens = math.inf, 0
-        evals = [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "eval" and "elapsed_s" in r]
+        rows = read_metrics(folder / "metrics.jsonl")
+        evals = [r for r in rows if r["kind"] == "eval" and "elapsed_s" in r]
         seconds = evals[-1]["elapsed_s"] if evals and math.isfinite(loss) else math.nan
         (folder / "ckpt.pt").unlink(missing_ok=True)  # the metrics are the result; checkpoints would fill the disk
         return {"name": name, "size": size.name, "optim": optim, "point": point, "steps": steps, "seed": seed,
-                "final_val": loss, "seconds": seconds, "tokens": tokens, "wall": time.perf_counter() - t0}
+                "final_val": loss, "seconds": seconds, "tokens": tokens, "wall": time.perf_counter() - t0,
+                **(last_diagnostics(rows) if math.isfinite(loss) else {})}
 
     def _progress(self, name: str, phase: str) -> None:
         mean = self.train_seconds / max(1, self.trained)
