@@ -11,6 +11,9 @@ older folders go last. A crash at any point leaves ``LATEST`` naming a complete 
 DCP reshards on load, so a run saved by N processes resumes on any other number, and
 ``to_single_file`` turns a folder into the ``ckpt.pt`` layout (optimizer state keyed by parameter
 index) that sampling, the HF export, ``init_from`` and a DDP resume read.
+
+torch.distributed.checkpoint is imported where it is used: it pulls in DTensor (about 1.5 s of
+startup), which a run without FSDP never needs.
 """
 
 from __future__ import annotations
@@ -19,23 +22,12 @@ import errno
 import os
 import shutil
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.nn as nn
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
 from sophia_train.atomic import atomic_write, disk_is_full
 from sophia_train.checkpoint.integrity import damaged_shards_message, shard_checksums, verify_shards
@@ -80,6 +72,8 @@ def remove_stale(root: str | os.PathLike) -> list[Path]:
 
 
 def _state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
     return {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
 
 
@@ -87,6 +81,8 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
          is_main: bool) -> Path:
     """Write every rank's shard of model and optimizer plus ``meta`` (rank 0) as a new complete folder
     under ``root`` and point ``LATEST`` at it; collective (every rank calls it). Returns the folder."""
+    import torch.distributed.checkpoint as dcp
+
     root = Path(root)
     name = [f"step-{step:08d}-{uuid.uuid4().hex[:8]}" if is_main else None]
     if dist.is_initialized():
@@ -125,6 +121,8 @@ def save(root: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.
 def _as_os_error(e: BaseException, folder: Path | None = None) -> BaseException:
     """DCP reports a rank's failed write as a ``CheckpointException`` wrapping it: hand back the first
     ``OSError`` inside (disk full, permissions), so the trainer can say what happened in one paragraph."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     if isinstance(e, CheckpointException):
         for failure in e.failures.values():
             inner = failure[0] if isinstance(failure, tuple) else failure
@@ -147,6 +145,9 @@ def load_meta(folder: str | os.PathLike) -> dict[str, Any]:
 def restore(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a sharded checkpoint into ``model`` and ``optimizer`` (FSDP or plain; any process count:
     DCP reads each rank's part of every tensor)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
     folder = Path(folder)
     expected = load_meta(folder).get("shard_crc32")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -166,6 +167,9 @@ def restore(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.
 
 def _read_all(folder: Path) -> dict[str, Any]:
     """Every tensor and value of a DCP folder as whole tensors, in one process."""
+    import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.filterwarnings("ignore", message=".*single process.*")
@@ -206,6 +210,8 @@ def to_single_file(folder: str | os.PathLike) -> dict[str, Any]:
 def restore_from_single_file(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a one-file checkpoint's weights and optimizer state into an FSDP ``model``/``optimizer``
     (each rank keeps its shards)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
     full = StateDictOptions(full_state_dict=True)

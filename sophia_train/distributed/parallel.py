@@ -10,6 +10,9 @@ sharded master weights, the gradients and their reduction stay in fp32 (``MixedP
 Optimizers see DTensor parameters. Element-wise update rules run on each rank's local shard
 (``local``); anything global (a norm, a clipped fraction) is a sum of local pieces all-reduced over
 the shard group (``sharded_sum``).
+
+FSDP, DTensor and DDP are imported where they are used: DTensor alone costs about 1.5 s of
+startup, which a single-process run never needs.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def is_sharded(t: torch.Tensor) -> bool:
     """Whether ``t`` is a DTensor (an FSDP shard) rather than a whole tensor."""
+    from torch.distributed.tensor import DTensor
+
     return isinstance(t, DTensor)
 
 
@@ -56,6 +58,7 @@ def like_param(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     placements when ``param`` is one; a whole ``value`` is cut to this rank's shard first."""
     if not is_sharded(param):
         return value
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
     if value.shape == param.shape and not is_sharded(value):  # a whole tensor: keep this rank's piece (no communication)
         return distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
@@ -68,6 +71,8 @@ def apply_fsdp(model: nn.Module, device: torch.device, param_dtype: torch.dtype)
     ``param_dtype`` bf16 gathers and computes in bf16 with fp32 gradient reduction and fp32 master
     weights; fp32 leaves everything in fp32. Returns the same module (now an ``FSDPModule``).
     """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype != torch.float32 else MixedPrecisionPolicy()
     blocks = list(model.transformer.h)
     for i, block in enumerate(blocks):
@@ -79,6 +84,8 @@ def apply_fsdp(model: nn.Module, device: torch.device, param_dtype: torch.dtype)
 
 def apply_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """Wrap ``module`` in DistributedDataParallel (gradients all-reduced on the last micro-batch)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
