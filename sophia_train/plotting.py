@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
 from sophia_train.atomic import atomic_savefig
+from sophia_train.config.paper import PAPER_STEP_COST, PAPER_STEPS, PAPER_TOKENS_PER_STEP, paper_val_loss
 from sophia_train.metrics import read_metrics
 
 X_AXES = {"step": ("step", "optimizer step"), "tokens": ("tokens", "training tokens"), "time": ("elapsed_s", "wall-clock seconds")}
@@ -52,9 +55,42 @@ def _x(row: dict, key: str, train_rows: dict[int, dict]):
     return train_rows.get(row["step"], {}).get(key, 0.0 if row["step"] == 0 else None)
 
 
+def paper_endpoint(run: str | os.PathLike, x: str) -> tuple[str, float | None, float] | None:
+    """``(label, x, loss)`` of the Sophia paper's Fig. 4 endpoint for a run's (model, optimizer), read from the
+    run's ``config.yaml``; x is None where the paper gives no such coordinate (wall-clock without a Table 1 row)."""
+    cfg_file = _metrics_file(run).parent / "config.yaml"
+    if not cfg_file.exists():
+        return None
+    cfg = yaml.safe_load(cfg_file.read_text()) or {}
+    model, optim = (cfg.get("model") or {}).get("name"), (cfg.get("optim") or {}).get("name")
+    loss = paper_val_loss(model, optim)
+    if loss is None:
+        return None
+    cost = PAPER_STEP_COST.get(model, {}).get(optim)
+    coord = {"step": PAPER_STEPS, "tokens": PAPER_STEPS * PAPER_TOKENS_PER_STEP,
+             "time": cost.step_s * PAPER_STEPS if cost else None}[x]
+    return f"paper {model} {optim}: {loss:.3f}", coord, loss
+
+
+def _mark_paper(ax, runs: Sequence[str | os.PathLike], x: str) -> None:
+    seen = set()
+    for i, run in enumerate(runs):
+        end = paper_endpoint(run, x)
+        if end is None or end[0] in seen:
+            continue
+        seen.add(end[0])
+        label, coord, loss = end
+        ax.axhline(loss, color=f"C{i % 10}", linestyle="--", linewidth=0.8, alpha=0.7)
+        if coord is not None:
+            ax.plot([coord], [loss], marker="*", markersize=11, color=f"C{i % 10}", linestyle="none", label=label)
+        else:
+            ax.plot([], [], color=f"C{i % 10}", linestyle="--", label=f"{label} (no Table 1 time)")
+
+
 def plot_runs(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, title: str | None = None,
-              labels: Sequence[str] | None = None, x: str = "step", val_only: bool = False) -> Path:
-    """Val loss (markers) and train loss (thin) of each run against steps, tokens or wall-clock time."""
+              labels: Sequence[str] | None = None, x: str = "step", val_only: bool = False, paper: bool = False) -> Path:
+    """Val loss (markers) and train loss (thin) of each run against steps, tokens or wall-clock time; with
+    ``paper``, the Sophia paper's Fig. 4 endpoint of each run's (model, optimizer) as a star and a dashed line."""
     plt = _pyplot()
     key, xlabel = X_AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -71,6 +107,8 @@ def plot_runs(runs: Sequence[str | os.PathLike], out_png: str | os.PathLike, tit
             ax.plot(*zip(*train), color=color, alpha=0.45, linewidth=1.0, label=f"{label} train")
         if val:
             ax.plot(*zip(*val), color=color, marker="o", markersize=3, linewidth=1.6, label=f"{label} val" if not val_only else label)
+    if paper:
+        _mark_paper(ax, runs, x)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.set_title(title or "loss curves")
@@ -111,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val-only", action="store_true")
     ap.add_argument("--title")
     ap.add_argument("--diagnostics", metavar="PNG", help="also plot clip share, ||h|| and grad-clip rate here")
+    ap.add_argument("--paper", action="store_true", help="mark the Sophia paper's Fig. 4 endpoint (100K steps) of each "
+                    "run's (model, optimizer): a star and a dashed line")
     args = ap.parse_args(argv)
-    print(plot_runs(args.runs, args.out, title=args.title, x=args.x, val_only=args.val_only))
+    print(plot_runs(args.runs, args.out, title=args.title, x=args.x, val_only=args.val_only, paper=args.paper))
     if args.diagnostics:
         print(plot_diagnostics(args.runs, args.diagnostics))

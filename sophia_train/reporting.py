@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sophia_train.config.paper import paper_comparison, paper_val_loss
 from sophia_train.metrics import format_duration, read_metrics
 from sophia_train.optim import implementation
 from sophia_train.plotting import plot_runs
@@ -83,9 +84,14 @@ def finish(tr: Any, step: int, final_val: float, wall: float, skipped: int) -> d
                "tokens_per_s": tr.tokens_per_step * trained / wall if wall > 0 else math.nan}
     if tr.cfg.train.skip_nonfinite:
         summary["skipped_steps"] = skipped
+    cfg = tr.cfg
+    if cfg.reference == "sophia_paper" and paper_val_loss(cfg.model.name, cfg.optim.name) is not None:
+        summary["paper_val_loss"] = paper_val_loss(cfg.model.name, cfg.optim.name)
     tr.logger.log("end", summary)
     tr.print(f"done: {trained} steps in {format_duration(wall)} | final val loss {final_val:.4f} | "
              f"{summary['tokens_per_s']:,.0f} tok/s overall | checkpoint {tr.ckpt_path}")
+    if cfg.reference == "sophia_paper":
+        tr.print(paper_comparison(cfg.model.name, cfg.optim.name, final_val, step, cfg.data.name, tr.tokens_per_step))
     if tr.cfg.train.plot and tr.info.is_main:
         png = plot_runs([tr.out_dir], tr.out_dir / "loss_curve.png", title=f"{tr.cfg.run_name}")
         tr.print(f"loss curve: {png}")

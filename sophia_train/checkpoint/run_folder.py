@@ -31,7 +31,7 @@ from sophia_train.errors import ConfigError
 
 #: Settings that may change when a run is resumed: where and how it runs, what it reports, never what it computes.
 RESUME_FREE_KEYS = (
-    "run_name", "data.dir", "optim.fused", "optim.foreach", "logger.",
+    "run_name", "reference", "data.dir", "optim.fused", "optim.foreach", "logger.",
     "train.out_dir", "train.resume", "train.overwrite", "train.resume_allow", "train.stop_after_step",
     "train.eval_interval", "train.eval_iters", "train.log_interval", "train.ckpt_interval", "train.device",
     "train.dtype", "train.compile", "train.threads", "train.plot", "train.log_update_stats",

@@ -106,5 +106,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run_name: str = MISSING
+    reference: Optional[str] = None  # sophia_paper: end the run with Fig. 4's val loss for its (model, optimizer) (set by +experiment=paper)
     init_from: Optional[str] = None  # gpt2 | gpt2-medium | gpt2-large | gpt2-xl | HF folder | run folder (see pretrained.py)
 

@@ -57,6 +57,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         f"optim={o.name} (heavyball) preconditions whole matrices and is not wired for FSDP shards yet; train it "
         f"with train.parallel=ddp.",
     )
+    require(cfg.reference in (None, "sophia_paper"), f"reference must be sophia_paper or null, got {cfg.reference!r}.")
     accum_per_rank(total_accum(t, world_size), world_size)
 
 

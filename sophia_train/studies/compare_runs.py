@@ -19,6 +19,7 @@ from typing import Iterable
 import yaml
 
 from sophia_train.atomic import atomic_write_text
+from sophia_train.config.paper import PAPER_STEPS, paper_val_loss
 from sophia_train.curvature import ESTIMATORS
 from sophia_train.metrics import read_metrics
 
@@ -42,6 +43,7 @@ class Run:
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # (step, val_loss, elapsed_s)
     final_val: float = math.nan
     wall_s: float = math.nan
+    model: str = ""
 
     @property
     def label(self) -> str:
@@ -70,7 +72,7 @@ def load_run(path: str | os.PathLike) -> Run:
     end = [r for r in rows if r["kind"] == "end"]
     hparams = tuple((k, float(o[k])) for k in TUNED_HPARAMS if k in o)
     run = Run(path, o["name"], float(o["lr"]), int(t["max_steps"]), int(t["seed"]), int(start.get("tokens_per_step", 0)), overhead,
-              hparams, evals)
+              hparams, evals, model=str((cfg.get("model") or {}).get("name", "")))
     if end:
         run.final_val = float(end[-1]["final_val_loss"])
         run.wall_s = float(end[-1].get("wall_s", math.nan))
@@ -166,13 +168,31 @@ def best_groups(runs: list[Run], steps: int) -> dict[str, list[Run]]:
     return best
 
 
-def markdown_report(runs: list[Run], baseline: str, steps: int) -> str:
-    """Tables: every (optimizer, LR, T) group's final loss, then the T/2-vs-T verdict for each optimizer."""
+def paper_table(runs: list[Run]) -> list[str]:
+    """Markdown rows setting each group's mean final val loss beside the Sophia paper's Fig. 4 value for its
+    (model, optimizer) at 100K steps; groups of another length are marked, cells the paper lacks say so."""
+    lines = [f"| model | optimizer | lr | steps | seeds | final val loss (mean) | paper Fig. 4 at {PAPER_STEPS // 1000}K steps | difference |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (optim, lr, T, _), rs in sorted(group_runs(runs).items()):
+        ref, mean = paper_val_loss(rs[0].model, optim), _mean([r.final_val for r in rs])
+        if ref is None:
+            lines.append(f"| {rs[0].model} | {optim} | {lr:g} | {T} | {len(rs)} | {mean:.4f} | (no such cell) | — |")
+            continue
+        note = "" if T == PAPER_STEPS else f" (at {T} steps, not {PAPER_STEPS})"
+        lines.append(f"| {rs[0].model} | {optim} | {lr:g} | {T} | {len(rs)} | {mean:.4f} | {ref:.3f} | {mean - ref:+.3f}{note} |")
+    return lines
+
+
+def markdown_report(runs: list[Run], baseline: str, steps: int, paper: bool = False) -> str:
+    """Tables: every (optimizer, LR, T) group's final loss (with ``paper``, beside the Sophia paper's Fig. 4
+    value), then the T/2-vs-T verdict for each optimizer."""
     lines = ["| optimizer | lr | other hyperparameters | steps | seeds | final val loss (mean ± sd) |", "| --- | --- | --- | --- | --- | --- |"]
     for (optim, lr, T, hp), rs in sorted(group_runs(runs).items()):
         finals = [r.final_val for r in rs]
         other = ", ".join(f"{k}={v:g}" for k, v in hp)
         lines.append(f"| {optim} | {lr:g} | {other} | {T} | {len(rs)} | {_mean(finals):.4f} ± {_sd(finals):.4f} |")
+    if paper:
+        lines += ["", *paper_table(runs)]
     best_T, best_half = best_groups(runs, steps), best_groups(runs, steps // 2)
     if baseline not in best_T:
         return "\n".join(lines + ["", f"(no {baseline} runs at T={steps}: no verdicts)"])
@@ -208,11 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", default="adamw", help="optimizer A, run for T steps")
     ap.add_argument("--steps", type=int, required=True, help="T; candidates are read at T/2")
     ap.add_argument("-o", "--out", help="also write the report to this file")
+    ap.add_argument("--paper", action="store_true", help="add the Sophia paper's Fig. 4 final losses beside each group's")
     args = ap.parse_args(argv)
     runs = find_runs(args.roots)
     if not runs:
         raise SystemExit(f"no runs (config.yaml + metrics.jsonl) under {', '.join(args.roots)}")
-    report = markdown_report(runs, args.baseline, args.steps)
+    report = markdown_report(runs, args.baseline, args.steps, paper=args.paper)
     print(report)
     if args.out:
         atomic_write_text(Path(args.out), report + "\n")

@@ -86,6 +86,22 @@ def test_run_writes_metrics_checkpoint_and_plot(byte_data, tmp_path):
     assert any("h" in s for s in state["optimizer"]["state"].values())
 
 
+def test_paper_reference_run_ends_with_the_papers_number_for_its_cell(byte_data, tmp_path, capsys):
+    # a nano-sized model labelled gpt2_small: the end line reads the cell by name, the numbers come from the run
+    cfg = compose(tiny_overrides(byte_data, tmp_path / "a", "model.name=gpt2_small", "reference=sophia_paper", "train.max_steps=4"))
+    summary = Trainer(cfg).fit()
+    out = capsys.readouterr().out
+    expected = (f"paper: 2.875 at 100K steps, this run: {summary['final_val_loss']:.3f} at step 4, difference "
+                f"{summary['final_val_loss'] - 2.875:+.3f} (not comparable: this run stopped at 4 of the paper's 100,000 steps;")
+    assert expected in out
+    end = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if r["kind"] == "end"][-1]
+    assert end["paper_val_loss"] == 2.875
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "b", "reference=sophia_paper", "train.max_steps=2", optim="lion"))).fit()
+    assert "paper: no Fig. 4 result for optim=lion on model=nano" in capsys.readouterr().out
+    Trainer(compose(tiny_overrides(byte_data, tmp_path / "c", "train.max_steps=2"))).fit()
+    assert "paper:" not in capsys.readouterr().out
+
+
 def test_learning_rate_follows_schedule_in_the_loop(byte_data, tmp_path):
     from sophia_train.schedule import lr_at
 
