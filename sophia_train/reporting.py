@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from sophia_train.config.paper import paper_comparison, paper_val_loss
+from sophia_train.distributed.threads import describe
 from sophia_train.metrics import format_duration, read_metrics
 from sophia_train.optim import implementation
 from sophia_train.plotting import plot_runs
@@ -28,6 +29,7 @@ def banner_lines(tr: Any) -> list[str]:
         f"{tr.dataset.num_tokens['train']:,} train tokens) | {parallel_note(tr)}{tr.info.world_size} process(es){backend_note(tr)} x "
         f"{tr.accum} micro-batches x {t.batch_size} x {tr.seq_len} = {tr.tokens_per_step:,} tokens/step | "
         f"device {tr.device} {str(tr.ptdtype).replace('torch.', '')} | out {tr.out_dir}",
+        describe(tr.threads),
     ]
     if tr.start_step:
         lines.append(f"resuming from step {tr.start_step} ({tr.ckpt_path})")

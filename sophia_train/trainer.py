@@ -49,6 +49,7 @@ from sophia_train.data import BatchSampler, open_dataset
 from sophia_train.distributed import DistInfo, all_ranks_agree, check_weights_fit, init_process_group, pick_device, pick_dtype
 from sophia_train.distributed.parallel import apply_ddp, apply_fsdp, clip_grads_, grad_norm, update_size
 from sophia_train.distributed.stop_signals import StopSignals, control_group, die_with_parent, stop_vote
+from sophia_train.distributed.threads import apply_threads
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
 from sophia_train.eval_loss import eval_loss
 from sophia_train.interop.pretrained import check_tokenizer, load_init_weights
@@ -86,8 +87,7 @@ class Trainer:
         self.out_dir, self.ckpt_path = self.folder.path, self.folder.checkpoint
 
         # --- device, process group, model, optimizer ------------------------------------------------
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        self.threads = apply_threads(t.threads)
         self.fsdp = t.parallel == "fsdp"
         init_process_group(self.info, self.device, single=self.fsdp)
         self.control_group = control_group()  # the per-step stop vote, on the CPU

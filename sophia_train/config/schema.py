@@ -78,7 +78,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on CUDA if supported, else fp32) | float32 | bfloat16
     compile: bool = False
     parallel: str = "ddp"  # ddp (every rank holds everything) | fsdp (FSDP2: parameters, gradients, optimizer state sharded)
-    threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
+    threads: Any = "auto"  # torch CPU threads: auto (cores / local ranks, fewer on a busy CPU; distributed/threads.py) | N | 0: torch default
     plot: bool = True  # write loss_curve.png into out_dir at the end
     log_update_stats: bool = False  # max/mean |delta theta| at log steps (S3 Fig. 2): a copy of every parameter on those steps
     skip_nonfinite: bool = False  # skip a step whose loss or grad norm is NaN/inf (no update; one host sync per step)

@@ -47,7 +47,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
              "it a folder (default runs/<run_name>).")
     require(t.ckpt_interval >= 0, f"train.ckpt_interval must be >= 0, got {t.ckpt_interval}.")
     require(t.max_skips_in_row >= 1, f"train.max_skips_in_row must be >= 1, got {t.max_skips_in_row}.")
-    require(t.threads is None or t.threads >= 0, f"train.threads must be >= 1 (or 0 / null for torch's default), got {t.threads}.")
+    require(t.threads is None or t.threads == "auto" or str(t.threads).isdigit(),
+            f"train.threads must be >= 1, auto (the default: the cores free for this process), or 0 / null for torch's "
+            f"default, got {t.threads!r}.")
     if t.stop_after_step is not None:
         require(0 < t.stop_after_step <= t.max_steps, f"train.stop_after_step must be in (0, max_steps], got {t.stop_after_step}.")
     require(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got {t.dtype!r}.")

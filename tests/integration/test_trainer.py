@@ -102,6 +102,26 @@ def test_paper_reference_run_ends_with_the_papers_number_for_its_cell(byte_data,
     assert "paper:" not in capsys.readouterr().out
 
 
+def test_auto_threads_reach_torch_and_the_banner(byte_data, tmp_path, capsys, monkeypatch):
+    from sophia_train.distributed.threads import usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine: every usable core
+    before = torch.get_num_threads()
+    try:
+        Trainer(compose(tiny_overrides(byte_data, tmp_path, "train.threads=auto", "train.max_steps=2")))
+        cores = usable_cores()
+        assert torch.get_num_threads() == cores
+        monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core taken: one thread
+        tr = Trainer(compose(tiny_overrides(byte_data, tmp_path / "busy", "train.threads=auto", "train.max_steps=2")))
+        tr.fit()
+        assert torch.get_num_threads() == 1
+        assert f"torch CPU threads: 1 (auto: {cores} core" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_learning_rate_follows_schedule_in_the_loop(byte_data, tmp_path):
     from sophia_train.schedule import lr_at
 
