@@ -52,6 +52,7 @@ from sophia_train.distributed.stop_signals import StopSignals, control_group, di
 from sophia_train.distributed.threads import apply_threads
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
 from sophia_train.eval_loss import eval_loss
+from sophia_train.hints import script_command
 from sophia_train.interop.pretrained import check_tokenizer, load_init_weights
 from sophia_train.meter import StepMeter
 from sophia_train.metrics import device_peak_flops, open_run_log
@@ -75,7 +76,7 @@ class Trainer:
         self.tokens_per_step = t.batch_size * self.total_accum * self.seq_len
 
         # --- cheap checks first: data, model shape, run folder, checkpoint compatibility ----------
-        self.dataset = open_dataset(cfg.data.dir, cfg.data.name, f"python scripts/prepare_data.py {cfg.data.name}")
+        self.dataset = open_dataset(cfg.data.dir, cfg.data.name, script_command("prepare_data.py", cfg.data.name))
         self.gpt_config = gpt_config(cfg.model, self.dataset.vocab_size, cfg.data.name)
         self.dataset_identity = {"name": cfg.data.name, **self.dataset.identity()}  # checkpoints keep it; a resume compares it
         if cfg.init_from:

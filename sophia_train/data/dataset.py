@@ -19,6 +19,7 @@ import torch
 
 from sophia_train.atomic import atomic_write, atomic_write_text
 from sophia_train.errors import ConfigError
+from sophia_train.hints import script_command
 
 META_FILE = "meta.json"
 SPLITS = ("train", "val")
@@ -81,7 +82,7 @@ def open_dataset(path: str | os.PathLike, name: str = "", prepare_hint: str = ""
     metadata at all (nanoGPT's GPT-2 BPE datasets)."""
     d = Path(path)
     label = f"dataset {name!r}" if name else "dataset"
-    hint = prepare_hint or f"python scripts/prepare_data.py {name or '<name>'}"
+    hint = prepare_hint or script_command("prepare_data.py", name or "<name>")
     meta = _read_meta(d, label, hint)
     try:
         vocab_size = int(meta["vocab_size"])

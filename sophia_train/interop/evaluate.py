@@ -6,7 +6,8 @@ preset is the Sophia paper's few-shot SuperGLUE setting (App. C.3, Fig. 5): Bool
 2-shot, accuracy on the validation split averaged over 5 draws of the exemplars (the harness's default
 prompts, not the paper's Fig. 11 wording). ``--local-task FILE.jsonl`` defines a multiple-choice task
 from a local file (one ``{"query": ..., "choices": [...], "gold": i}`` per line), so nothing needs the
-network. ``--compare RUN ...`` tabulates and plots several runs' results on the same tasks.
+network; ``--local-task example`` is a 16-question cloze shipped with the package (``example_task.jsonl``), a
+check that the pipeline works offline rather than a benchmark. ``--compare RUN ...`` tabulates and plots several runs' results on the same tasks.
 Needs ``pip install 'sophia_train[eval]'``.
 """
 
@@ -24,17 +25,20 @@ from typing import Any
 from sophia_train.atomic import atomic_savefig, atomic_write_text
 from sophia_train.checkpoint.load_run import checkpoint_file, load_run, resolve_device
 from sophia_train.errors import ConfigError
+from sophia_train.hints import install_command
 from sophia_train.interop.hf import export_hf
 
 PRESETS: dict[str, dict[str, Any]] = {
     "sophia_fig5": {"tasks": ["boolq", "cb", "copa", "sglue_rte"], "num_fewshot": 2, "fewshot_seeds": 5},
 }
 EVAL_DIR = "eval"
+#: ``--local-task example``: the cloze task shipped with the package.
+EXAMPLE_TASK = Path(__file__).resolve().parent / "example_task.jsonl"
 
 
 def local_task(jsonl: str | os.PathLike, include_dir: Path) -> str:
     """Write an lm-eval task config for a local multiple-choice JSONL file into ``include_dir``; returns the task name."""
-    path = Path(jsonl).expanduser().resolve()
+    path = EXAMPLE_TASK if str(jsonl) == "example" else Path(jsonl).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"--local-task {jsonl}: no such file.")
     rows = []
@@ -106,7 +110,8 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError as e:
-        raise ConfigError(f"evaluation needs lm-evaluation-harness: pip install 'sophia_train[eval]' ({e}).") from None
+        need = install_command("eval", "lm-eval[hf] transformers safetensors")
+        raise ConfigError(f"evaluation needs lm-evaluation-harness: {need} ({e}).") from None
 
     ckpt = checkpoint_file(run)
     folder = ckpt.parent
@@ -128,8 +133,13 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
               max_length=loaded.model.config.block_size, prefix_token_id=prefix, dtype="float32")
     per_seed = []
     for seed in range(fewshot_seeds):
-        res = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                                      fewshot_random_seed=seed, log_samples=False, bootstrap_iters=1000)
+        try:
+            res = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                                          fewshot_random_seed=seed, log_samples=False, bootstrap_iters=1000)
+        except Exception as e:
+            if _hub_unreachable(e):
+                raise ConfigError(_offline_message(tasks, e)) from None
+            raise
         per_seed.append(res["results"])
     results = summarize(per_seed)
     label = label or f"{'_'.join(tasks)[:60]}-{num_fewshot}shot" + ("" if ckpt.stem == "ckpt" else f"-{ckpt.stem}")
@@ -140,6 +150,24 @@ def evaluate_run(run: str | os.PathLike, tasks: list[str], num_fewshot: int = 0,
     atomic_write_text(out, json.dumps({"meta": meta, "results": results, "per_seed": per_seed}, indent=2, default=str) + "\n")
     atomic_write_text(out.with_suffix(".md"), markdown_table(label, results, meta))
     return out
+
+
+def _hub_unreachable(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is the Hugging Face Hub being out of reach (no network, offline mode)."""
+    while e is not None:
+        name = type(e).__name__
+        if isinstance(e, ConnectionError) or name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectTimeout", "ConnectionError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _offline_message(tasks: list[str], e: BaseException) -> str:
+    return (f"the Hugging Face Hub is unreachable ({type(e).__name__}: {str(e)[:200]}), and lm-eval downloads each task's "
+            f"dataset from it on first use ({', '.join(tasks)}). Offline, evaluate on a local file instead: "
+            f"`--local-task example` (a 16-question cloze shipped with the package) or `--local-task FILE.jsonl` with one "
+            f'{{"query": ..., "choices": [...], "gold": i}} per line; or run once where the Hub is reachable, so the datasets '
+            f"land in the Hugging Face cache (HF_DATASETS_CACHE), then set HF_DATASETS_OFFLINE=1 here.")
 
 
 def compare(result_files: list[str | os.PathLike], out: str | os.PathLike, metric: str = "acc") -> tuple[Path, Path]:
@@ -195,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", help="run folder(s) or checkpoint file(s); with --compare: run folders or result JSON files")
     ap.add_argument("--preset", choices=sorted(PRESETS), help="sophia_fig5: BoolQ, CB, COPA, RTE, 2-shot, 5 exemplar draws (paper Fig. 5)")
     ap.add_argument("--tasks", default="", help="comma-separated lm-eval task names")
-    ap.add_argument("--local-task", action="append", default=[], help="a JSONL file of {query, choices, gold} rows (repeatable)")
+    ap.add_argument("--local-task", action="append", default=[],
+                    help="a JSONL file of {query, choices, gold} rows, or `example` (the shipped cloze); repeatable")
     ap.add_argument("--include-path", action="append", default=[], help="a folder of extra lm-eval task YAMLs (repeatable)")
     ap.add_argument("--num-fewshot", type=int, default=None)
     ap.add_argument("--fewshot-seeds", type=int, default=None, help="draws of the few-shot exemplars to average over")

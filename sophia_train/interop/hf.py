@@ -21,6 +21,7 @@ import torch
 from sophia_train.atomic import atomic_write_text
 from sophia_train.checkpoint.load_run import load_run
 from sophia_train.errors import ConfigError
+from sophia_train.hints import install_command
 from sophia_train.model import GPT, GPTConfig
 
 #: Hugging Face's names for the GELU variants, and which of ours each one is.
@@ -38,7 +39,7 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ConfigError("this needs Hugging Face transformers: pip install 'sophia_train[hf]' (transformers, safetensors).") from None
+        raise ConfigError(f"this needs Hugging Face transformers: {install_command('hf', 'transformers safetensors')}.") from None
     return transformers
 
 

@@ -14,6 +14,7 @@ import torch
 
 from sophia_train.config import KronConfig, SOAPConfig
 from sophia_train.errors import ConfigError
+from sophia_train.hints import install_command
 
 
 def require_heavyball():
@@ -22,8 +23,8 @@ def require_heavyball():
         import heavyball
     except ImportError:
         raise ConfigError(
-            "optim=soap and optim=kron run on the heavyball library, which is not installed: pip install -e '.[peers]' "
-            "(or pip install heavyball)."
+            f"optim=soap and optim=kron run on the heavyball library, which is not installed: "
+            f"{install_command('peers', 'heavyball')}."
         ) from None
     return heavyball
 

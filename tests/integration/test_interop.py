@@ -278,3 +278,40 @@ def test_fig5_preset_names_tasks_the_harness_knows():
     known = TaskManager().all_tasks
     assert [t for t in preset["tasks"] if t not in known] == []
     assert (preset["num_fewshot"], preset["fewshot_seeds"], len(preset["tasks"])) == (2, 5, 4)
+
+
+def test_the_shipped_example_task_is_a_valid_local_task(tmp_path):
+    from sophia_train.interop.evaluate import EXAMPLE_TASK, local_task
+
+    assert local_task("example", tmp_path) == "local_example_task"
+    rows = [json.loads(line) for line in EXAMPLE_TASK.read_text().splitlines()]
+    assert len(rows) == 16 and {r["gold"] for r in rows} == {0, 1, 2}  # the answer is not always the first choice
+
+
+def test_hub_errors_are_recognised_through_their_causes():
+    from sophia_train.interop.evaluate import _hub_unreachable
+
+    class LocalEntryNotFoundError(Exception):
+        pass
+
+    try:
+        try:
+            raise LocalEntryNotFoundError("no cache")
+        except LocalEntryNotFoundError as inner:
+            raise RuntimeError("task failed") from inner
+    except RuntimeError as outer:
+        assert _hub_unreachable(outer)
+    assert _hub_unreachable(ConnectionError("Couldn't reach 'aps/super_glue' on the Hub"))
+    assert not _hub_unreachable(ValueError("bad shape"))
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_is_one_paragraph_naming_the_offline_way(byte_data, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    from sophia_train.interop.evaluate import evaluate_run
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # what a machine without network sees, without waiting on retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train(byte_data, tmp_path / "run", optim="adamw", steps=4)
+    with pytest.raises(ConfigError, match=r"Hugging Face Hub is unreachable .* `--local-task example`"):
+        evaluate_run(tmp_path / "run", ["copa"], 0, limit=2, device="cpu")

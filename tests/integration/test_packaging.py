@@ -64,3 +64,10 @@ def test_non_editable_install_composes_configs_from_any_folder(tmp_path):
     for tool in ("sophia-prepare", "sophia-sample", "sophia-export-hf", "sophia-evaluate", "sophia-inspect", "sophia-convert-ckpt"):
         out = subprocess.run([str(venv / "bin" / tool), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage:" in out.stdout, (tool, out.stderr[-2000:])
+    # hints name what works for an installed package: its console scripts, and pip commands that need no PyPI sophia_train
+    missing = subprocess.run([str(venv / "bin" / "sophia-train"), "+model=tiny", "optim=adamw", "train.threads=1"], cwd=elsewhere,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "`sophia-prepare corpus`" in missing.stderr and "scripts/" not in missing.stderr, missing.stderr
+    hint = subprocess.run([py, "-c", "from sophia_train.hints import install_command as i; print(i('hf', '?')); print(i('peers', '?'))"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert hint.stdout.splitlines() == ["pip install 'transformers>=4.40' 'safetensors>=0.4'", "pip install 'heavyball>=3.2'"], hint
