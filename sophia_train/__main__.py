@@ -9,14 +9,10 @@ train.resume=true), 128 + N a second signal N (exited at once), 130 interrupted 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -25,6 +21,7 @@ from sophia_train.distributed import destroy_process_group, dist_info_from_env
 from sophia_train.distributed.stop_signals import EXIT_STOPPED
 from sophia_train.errors import ConfigError, StoppedBySignal, TrainingDiverged
 from sophia_train.interop.pretrained import apply_init_from
+from sophia_train.multirun import job_line, multirun_job, record_job, refuse_nesting
 from sophia_train.trainer import Trainer
 
 CONFIG_DIR = config_dir()
@@ -50,28 +47,6 @@ def usage() -> str:
     )
 
 
-def swept_keys(argv: list[str], sweeper_params: dict | None) -> set[str]:
-    """Config keys a multirun varies: comma/range/glob overrides on the command line plus an experiment's sweeper params."""
-    keys = {k.lstrip("+~") for k in (sweeper_params or {})}
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
-    except Exception:  # Hydra already accepted the line; an exotic token only costs a longer folder name
-        return set()
-    return keys | {o.key_or_group.lstrip("+~") for o in overrides if o.is_sweep_override()}
-
-
-def multirun_job_dir() -> str | None:
-    """Under ``-m`` (Hydra multirun), a sub-folder name unique to this job: its number and swept values."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    hc = HydraConfig.get()
-    swept = swept_keys(sys.argv[1:], hc.sweeper.get("params"))
-    values = [o.lstrip("+~") for o in hc.overrides.task]
-    chosen = [v for v in values if v.split("=", 1)[0] in swept] if swept else [hc.job.override_dirname or ""]
-    name = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(chosen))[:100]
-    return f"job{hc.job.num}" + (f"-{name}" if name else "")
-
-
 #: A resume from the run folder alone (compose.resume_from_folder): the run's saved config and the user's argv.
 _RESUMING: tuple[dict, list[str]] | None = None
 
@@ -91,14 +66,20 @@ def run(cfg_node: DictConfig) -> dict | None:
         msg = str(e).splitlines()[0]
         raise ConfigError(msg.split("resolving interpolation: ", 1)[-1]) from None
     check_known_keys(cfg_node, cfg)  # a key added with + or ++ that no schema has would be dropped silently
-    job_dir = multirun_job_dir()
-    if job_dir:
-        cfg.train.out_dir = str(Path(cfg.train.out_dir) / job_dir)
+    job = multirun_job()
+    if job:
+        refuse_nesting(cfg.train.out_dir)
+        cfg.train.out_dir = str(Path(cfg.train.out_dir) / job.dir_name)
+        if os.environ.get("RANK", "0") == "0":
+            print(job_line(job, cfg.train.out_dir), flush=True)
     try:
         trainer = Trainer(cfg, dist_info_from_env())
-        return trainer.fit()
+        summary = trainer.fit()
     finally:
         destroy_process_group()
+    if job and os.environ.get("RANK", "0") == "0":
+        record_job(job, cfg.train.out_dir, summary)
+    return summary
 
 
 def _fail(message: str, code: int) -> None:

@@ -62,8 +62,9 @@ class RunFolderLock:
         self.path = Path(folder) / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self) -> "RunFolderLock":
-        """Take the lock or raise ``ConfigError`` naming the process that holds it; also proves the folder writable."""
+    def _open_locked(self) -> int | None:
+        """An fd holding the lock on the file now at ``self.path``; None when the file was removed or replaced between
+        opening and locking it (its holder released it), so the caller opens it again."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -82,6 +83,20 @@ class RunFolderLock:
                 f"train.out_dir; nothing was written."
             ) from None
         try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return None
+        return fd
+
+    def acquire(self) -> "RunFolderLock":
+        """Take the lock or raise ``ConfigError`` naming the process that holds it; also proves the folder writable."""
+        fd = None
+        while fd is None:
+            fd = self._open_locked()
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
             os.fsync(fd)
@@ -93,8 +108,13 @@ class RunFolderLock:
         return self
 
     def release(self) -> None:
-        """Drop the lock (the OS also drops it when the process ends)."""
+        """Remove the lock file and drop the lock (the OS drops the lock when the process ends; a file left by a
+        killed process is taken over by the next run)."""
         if self._fd is not None:
+            try:
+                self.path.unlink()  # while still locked: a run that opened the old file sees it gone and opens anew
+            except FileNotFoundError:
+                pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

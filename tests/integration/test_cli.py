@@ -7,8 +7,9 @@ import subprocess
 import pytest
 import torch
 
-from conftest import CONFIG_DIR, PYTHON, REPO, compose, python_env
+from conftest import CONFIG_DIR, PYTHON, REPO, compose, python_env, tiny_overrides
 from sophia_train.config import OPTIM_SCHEMAS, AdamWConfig, ConfigError, SophiaConfig, TorchOptimConfig
+from sophia_train.metrics import read_metrics
 from sophia_train.model import GPT, GPTConfig
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -103,12 +104,44 @@ def test_multirun_gives_each_job_a_folder_named_by_its_swept_values(byte_data, t
     assert jobs == ["job0-optim=adamw,optim.lr=0.001", "job1-optim=adamw,optim.lr=0.002",
                     "job2-optim=lion,optim.lr=0.001", "job3-optim=lion,optim.lr=0.002"]
     assert all((tmp_path / "out" / j / "ckpt.pt").is_file() for j in jobs)
+    assert not list((tmp_path / "out").glob("*/run.lock"))  # finished runs leave no lock file
     assert [p.name for p in cwd.iterdir()] == ["runs"]
     assert list(cwd.glob("runs/sweeps/*/multirun.yaml"))
+    # a "job N/M" line as each job starts, and a table of all of them at the end (printed and written)
+    for n, j in enumerate(jobs, 1):
+        assert f"multirun job {n}/4: " in out.stdout and f"-> {tmp_path / 'out' / j}" in out.stdout, out.stdout[-3000:]
+    (summary,) = cwd.glob("runs/sweeps/*/summary.md")
+    table = summary.read_text()
+    assert table.startswith("4 job(s) finished") and table in out.stdout
+    finals = {r["step"]: r for r in read_metrics(tmp_path / "out" / jobs[2] / "metrics.jsonl") if r["kind"] == "end"}
+    assert f"| 2 | optim=lion optim.lr=0.001 | 2 | {finals[2]['final_val_loss']:.4f}" in table
+    assert table.count("(lowest)") == 1
+
+
+def test_multirun_refuses_to_nest_its_jobs_in_a_run_folder(byte_data, tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.run([PYTHON, "-m", "sophia_train", *tiny_overrides(byte_data, run, "train.max_steps=2")], cwd=tmp_path,
+                           env=python_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and (run / "ckpt.pt").is_file()
+    out = subprocess.run([PYTHON, "-m", "sophia_train", "-m", *tiny_overrides(byte_data, run, "train.max_steps=2", "optim.lr=1e-3,2e-3")],
+                         cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"train.out_dir={run} holds a run (ckpt.pt, metrics.jsonl)" in out.stderr, out.stderr[-2000:]
+    assert not list(run.glob("job*"))
+
+
+def test_sweep_size_counts_the_jobs():
+    from sophia_train.multirun import sweep_size
+
+    assert sweep_size(["-m", "+model=nano", "optim=adamw,lion", "optim.lr=1e-3,2e-3,3e-3"], None) == 6
+    assert sweep_size(["train.seed=range(0,3)"], {"optim.lr": "6e-4,3e-4"}) == 6
+    assert sweep_size(["optim.lr=1e-3"], {"optim.lr": "6e-4,3e-4"}) == 1  # the command line wins over the experiment
+    assert sweep_size(["optim=glob(s*)"], None) is None
+    assert sweep_size([], None, n_trials=20) == 20
 
 
 def test_swept_keys_come_from_the_command_line_and_the_experiment():
-    from sophia_train.__main__ import swept_keys
+    from sophia_train.multirun import swept_keys
 
     argv = ["-m", "+model=nano", "optim=adamw,lion", "train.seed=range(0,3)", "optim.lr=1e-3"]
     assert swept_keys(argv, None) == {"optim", "train.seed"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import time
@@ -127,6 +128,33 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_holder(byte_data,
     assert "removed ckpt.pt.tmp.12345.deadbeef" in third.stdout and not list(tmp_path.glob("ckpt.pt.tmp*"))
     starts = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "start"]
     assert len(starts) == 1
+    assert not (tmp_path / ckpt.LOCK_NAME).exists()  # a finished run leaves no lock file behind (the killed one's was taken over)
+
+
+def test_a_lock_released_between_anothers_open_and_lock_is_taken_on_the_new_file(tmp_path, monkeypatch):
+    """The holder removes the lock file as it releases; a run that had opened the old file must not end up
+    holding a lock on a file no longer in the folder while a third run locks a new one."""
+    import fcntl
+
+    from sophia_train.checkpoint import RunFolderLock
+
+    first = RunFolderLock(tmp_path).acquire()
+    real_flock, released = fcntl.flock, []
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and not released:
+            released.append(True)
+            first.release()  # the first run ends right between the second's open() and flock()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    second = RunFolderLock(tmp_path).acquire()
+    monkeypatch.undo()
+    assert released and os.fstat(second._fd).st_ino == os.stat(tmp_path / ckpt.LOCK_NAME).st_ino
+    with pytest.raises(ConfigError, match="is in use by another run"):
+        RunFolderLock(tmp_path).acquire()
+    second.release()
+    assert not (tmp_path / ckpt.LOCK_NAME).exists()
 
 
 # --- 5. resume is the same run --------------------------------------------------------------------

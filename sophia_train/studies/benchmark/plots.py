@@ -4,6 +4,7 @@ budget, and the sensitivity of each optimizer around its Phase I point."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,8 @@ def sensitivity(out: Path, optim: str, points: list[dict], best: dict) -> Path |
     keys = sorted({k for p in points for k in p if k not in ("size", "steps", "final_val")})
     if not keys:
         return None
-    fig, axes = _pyplot().subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    width = max(5.0, 3.2 * len(keys))  # one panel alone still fits the title
+    fig, axes = _pyplot().subplots(1, len(keys), figsize=(width, 3.3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         same, others = sensitivity_slice(points, keys, key, best)
         xs = [p[key] for p in same]
@@ -149,6 +151,6 @@ def sensitivity(out: Path, optim: str, points: list[dict], best: dict) -> Path |
         ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         if others:  # coordinate descent moved another hyperparameter after this one's last line search
-            ax.set_title(f"at {others}", fontsize=7)
-    fig.suptitle(f"{optim}: sensitivity around the Phase I point (others fixed)", fontsize=9)
+            ax.set_title(textwrap.fill(f"at {others}", int(9 * width / len(keys))), fontsize=7)
+    fig.suptitle(textwrap.fill(f"{optim}: sensitivity around the Phase I point (others fixed)", int(11 * width)), fontsize=9)
     return save_figure(fig, out / f"sensitivity_{optim}.png")

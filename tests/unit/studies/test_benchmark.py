@@ -330,3 +330,33 @@ def test_ties_and_sophia_diagnostics_reach_the_table():
 
     text = markdown(PROFILES["quick"], rows, fits, {}, {"s": SizeInfo(1000, 6000.0)}, 3)
     assert "+0.0050 (tie)" in text and "| 25.0% | 2 |" in text and "Pipeline test only" in text
+
+
+@pytest.mark.parametrize("keys", [["lr"], ["lr", "one_minus_beta1", "one_minus_beta2", "warmup", "weight_decay"]])
+def test_sensitivity_plot_text_stays_inside_the_figure(tmp_path, monkeypatch, keys):
+    """The quick profile's sensitivity_adamw.png (one tuned value) had its title cut off at the figure's edges."""
+    import matplotlib.pyplot as plt
+
+    from sophia_train.studies.benchmark import plots
+
+    base = {k: 0.1 for k in keys}
+    points = [{"size": "s", "steps": 4, **base, keys[0]: v, "final_val": 2 + abs(math.log(v / 0.1))} for v in (0.05, 0.1, 0.2)]
+    points += [{"size": "s", "steps": 4, **base, k: 0.2, keys[0]: 0.4, "final_val": 2.5} for k in keys[1:]]  # others moved: long "at ..." titles
+    seen = {}
+
+    def check(fig, out):
+        fig.tight_layout()
+        fig.canvas.draw()
+        box = fig.bbox
+        for text in fig.findobj(plt.Text):
+            if text.get_text() and text.get_visible():
+                ext = text.get_window_extent()
+                seen[text.get_text()] = ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1
+        plt.close(fig)
+        return out
+
+    monkeypatch.setattr(plots, "save_figure", check)
+    monkeypatch.setattr(plots, "at_anchor", lambda pts: pts)
+    plots.sensitivity(tmp_path, "adamw", points, base)
+    assert any("sensitivity around the Phase I point" in t for t in seen)
+    assert all(seen.values()), [t for t, ok in seen.items() if not ok]
