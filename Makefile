@@ -1,6 +1,6 @@
 # sophia_train — common tasks. Everything runs inside a local virtualenv ($(VENV)).
-#   make demo    install, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
-#   make test    install, lint (ruff), run the test suite (CPU only)
+#   make demo    install what training needs, prepare the embedded corpus, train a tiny GPT with Sophia-G on CPU, plot
+#   make test    install the dev stack too, lint (ruff), run the test suite (CPU only)
 #   make lint    ruff check (style and imports) and lint-imports (import layers, no cycle; both set in pyproject.toml)
 #   make bench   step time Sophia-G vs AdamW, the Sophia update side by side, what the kernels compile to
 # GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
@@ -23,24 +23,32 @@ ifneq ($(wildcard $(SHARED)/data/tinyshakespeare/input.txt),)
 export SOPHIA_TEST_CORPUS ?= $(SHARED)/data/tinyshakespeare/input.txt
 endif
 
-.PHONY: install data demo lint test test-fast bench clean
+.PHONY: install install-core data demo lint test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# What training needs (torch and the package's own dependencies): enough for the demo.
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) -e .
+	touch $@
+
+# The development stack on top: tests, linters and every optional extra the suite exercises.
+$(VENV)/.installed: $(VENV)/.installed-core
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
+install-core: $(VENV)/.installed-core
+
 install: $(VENV)/.installed
 
-data/corpus/meta.json: | $(VENV)/.installed
+data/corpus/meta.json: | $(VENV)/.installed-core
 	$(BIN)/python scripts/prepare_data.py corpus
 
 data: data/corpus/meta.json
 
-demo: install data
+demo: install-core data
 	$(BIN)/python -m sophia_train +model=tiny optim=sophia_g train.out_dir=$(DEMO_OUT) train.overwrite=true \
 		train.batch_size=16 train.max_steps=1200 train.warmup_steps=100 \
 		train.eval_interval=200 train.eval_iters=40 train.log_interval=50 $(DEMO_ARGS)
