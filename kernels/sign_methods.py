@@ -42,7 +42,9 @@ if TRITON_AVAILABLE:
         m = tl.load(m_ptr + offs, mask=mask, other=0.0)
         s = tl.load(s_ptr + offs, mask=mask, other=0.0)
         ag = tl.abs(g)
-        g_pow = tl.where(ag > 0, tl.exp(power * tl.log(tl.maximum(ag, 1e-38))), 0.0)
+        # the floor is float32's smallest normal (2**-126): a smaller literal (1e-38) is typed fp64 by Triton 3.6,
+        # whose tl.div_rn then refuses the mixed types; only the log of a non-zero |g| below it changes (ignored by where)
+        g_pow = tl.where(ag > 0, tl.exp(power * tl.log(tl.maximum(ag, 1.1754943508222875e-38))), 0.0)
         m = beta * m + (1.0 - beta) * g
         s = beta * s + (1.0 - beta) * g_pow
         if NESTEROV:
@@ -51,7 +53,7 @@ if TRITON_AVAILABLE:
         else:
             num = m
             base = s
-        den = tl.where(base > 0, tl.exp(tl.log(tl.maximum(base, 1e-38)) * inv_power), 0.0)
+        den = tl.where(base > 0, tl.exp(tl.log(tl.maximum(base, 1.1754943508222875e-38)) * inv_power), 0.0)
         p = p * (1.0 - lr * wd) - lr * tl.div_rn(num, den + eps)
         if BF16:
             p = _round_to_bf16(p)

@@ -78,3 +78,25 @@ def test_the_optimizers_and_kernels_import_from_a_plain_checkout(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok") and str(REPO / "kernels") in done.stdout
+
+
+def test_no_kernel_literal_is_typed_fp64_by_triton():
+    """Triton types a Python float literal fp32 only when it is 0, inf, nan or a normal float32 (2**-126 <= |x| <=
+    fp32 max), else fp64; Triton 3.6's tl.div_rn then refused the S3 kernel's 1e-38 on sm_90. Every literal inside
+    a @triton.jit function must stay fp32, whichever Triton compiles it."""
+    import ast
+    import math
+
+    smallest_normal, largest = 2.0**-126, (2 - 2.0**-23) * 2.0**127
+    bad = []
+    for path in sorted((REPO / "kernels").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef) or not any("jit" in ast.unparse(d) for d in fn.decorator_list):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Constant) and isinstance(node.value, float):
+                    x = abs(node.value)
+                    if not (x == 0 or math.isinf(x) or math.isnan(x) or smallest_normal <= x <= largest):
+                        bad.append(f"{path.name}:{node.lineno} {fn.name}: {node.value!r}")
+    assert not bad, bad
