@@ -53,6 +53,8 @@ def main() -> None:
                 run(name, tr)
         for _ in range(args.rounds):
             for name, tr in trainers.items():
+                if tr.device.type == "cuda":
+                    torch.cuda.synchronize()  # the previous optimizer's (or the warm-up's) queued work is not timed here
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     run(name, tr)
