@@ -479,6 +479,14 @@ def test_a_benchmark_worker_refused_by_a_lock_is_one_paragraph(byte_data, tmp_pa
     assert "is in use by another run" in done.stderr
 
 
+def test_a_report_before_any_optimizer_finished_is_one_paragraph(tmp_path, capsys):
+    from sophia_train.studies.benchmark.cli import main
+
+    assert main(["--profile", "quick", "--out", str(tmp_path / "none"), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no chosen.json yet" in err and "(nothing was run there)" in err and "Traceback" not in err
+
+
 def test_a_torch_keyword_of_the_wrong_kind_and_an_unknown_resume_allow_are_refused_on_a_new_run(byte_data, tmp_path):
     expect_error(tiny_overrides(byte_data, tmp_path, "+optim.kwargs.amsgrad=maybe", optim="adam"),
                  "optim.kwargs.amsgrad must be true or false for torch.optim.Adam, got 'maybe'")

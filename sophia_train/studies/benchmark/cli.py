@@ -132,6 +132,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"[{profile.name}] all runs done in {format_duration(time.perf_counter() - t0)}", flush=True)
     if args.runs_only:
         return 0
+    if not (out / "chosen.json").exists():
+        empty = "" if (out / "results.jsonl").exists() else " (nothing was run there)"
+        raise ConfigError(f"{out} holds no chosen.json yet: it is written as each optimizer finishes its tuning, and none "
+                          f"has{empty}. Run the profile without --report-only first (it resumes where it stopped).")
     print(report(profile, out))
     return 0
 
