@@ -135,7 +135,8 @@ def _parameter_axis(ax, n_params: list[int]) -> None:
 
 def sensitivity(out: Path, optim: str, points: list[dict], best: dict) -> Path | None:
     """sensitivity_<optim>.png: final val loss against each tuned hyperparameter, the others at ``best``."""
-    keys = sorted({k for p in points for k in p if k not in ("size", "steps", "final_val")})
+    keys = sorted({k for p in points for k, v in p.items()  # the searched values; not seed_losses (a list per point)
+                   if k not in ("size", "steps", "final_val") and isinstance(v, (int, float))})
     if not keys:
         return None
     width = max(5.0, 3.2 * len(keys))  # one panel alone still fits the title
