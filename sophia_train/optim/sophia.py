@@ -89,7 +89,7 @@ class SophiaG(FusedFlatMixin, CurvatureOptimizer, Optimizer):
         return d
 
     def _kernel_denominator(self, group: dict) -> str:
-        """Which denominator the fused kernel computes for this group (see ``kernels/sophia.py``)."""
+        """Which denominator the fused kernel computes for this group (see ``kernels/sophia_train_kernels/sophia.py``)."""
         return "official"
 
     def _squares_estimate(self, group: dict) -> bool:

@@ -53,3 +53,18 @@ def test_tests_mirror_the_package_and_have_unique_names():
             assert (PACKAGE / folder.name).is_dir() or folder.name == "kernels", f"tests/unit/{folder.name} mirrors no package folder"
     workers = [p for p in (REPO / "tests" / "workers").glob("*.py")]
     assert workers and not any(re.match(r"test_", p.name) for p in workers)
+
+
+def test_no_top_level_folder_shadows_an_installed_package_when_run_from_the_repository_root():
+    """`python -m sophia_train` puts the repository root first on sys.path, so a root folder with an __init__.py
+    named like a PyPI package wins over it: kernels/__init__.py once hid Hugging Face's `kernels`, which
+    transformers 5 imports, and every export and lm-eval run from the checkout failed."""
+    import subprocess
+    import sys
+
+    probe = "import importlib.util; print(getattr(importlib.util.find_spec('kernels'), 'origin', None))"
+    roots = sorted(p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert roots == ["sophia_train"], f"top-level packages besides sophia_train: {roots}"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    origin = done.stdout.strip()
+    assert not origin.startswith(str(REPO / "kernels")), f"`import kernels` run from the repository root finds {origin}"
