@@ -1,7 +1,9 @@
 """The metrics of the steps since the last log line, and the console line that reports them.
 
 Sums stay on the device between log lines (no host sync per step); a log line costs one all-reduce
-across ranks and one host sync. Throughput excludes evaluation time (``restart_clock`` after an eval).
+across ranks and one host sync. Throughput excludes evaluation time (``restart_clock`` after an eval) and,
+with ``torch.compile``, the first step of a run, where compilation happens: it is timed apart and reported
+once as ``compile_s``, so tokens/s and MFU are the compiled model's.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ class StepMeter:
     """Accumulates ``Trainer.train_step`` outputs and turns them into ``train`` rows of metrics.jsonl."""
 
     def __init__(self, device: torch.device, tokens_per_step: int, grad_clip: float, count_skips: bool,
-                 mfu_per_token_s: float | None = None):
+                 mfu_per_token_s: float | None = None, first_step_compiles: bool = False):
         self.device, self.tokens_per_step = device, tokens_per_step
         self.grad_clip, self.count_skips, self.mfu_per_token_s = grad_clip, count_skips, mfu_per_token_s
+        self.untimed_first_step = first_step_compiles
+        self.compile_s: float | None = None
         self.restart()
         self.restart_clock()
 
     def restart(self) -> None:
         """Empty the window (after a log line)."""
         self.window: dict[str, Any] = {}
-        self.steps = self.skipped = self.hess_count = 0
+        self.steps = self.timed_steps = self.skipped = self.hess_count = 0
         self.clipped: Any = 0.0
         self.hess_time = 0.0
 
@@ -43,6 +47,14 @@ class StepMeter:
         """Fold one step's outputs in (tensors stay on the device)."""
         self.steps += 1
         self.skipped += bool(out.get("skipped"))
+        if self.untimed_first_step:  # the compile step: timed apart, then the clock starts over
+            self.untimed_first_step = False
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.compile_s = time.perf_counter() - self.t0
+            self.restart_clock()
+        else:
+            self.timed_steps += 1
         for key in SUMMED:
             if key in out:
                 self.window[key] = self.window.get(key, 0) + out[key]
@@ -64,9 +76,12 @@ class StepMeter:
     def record(self, step: int, lr: float, elapsed_s: float, means: dict[str, float], extra: dict[str, float]) -> dict[str, Any]:
         """The ``train`` row for a log line at ``step`` (``extra``: update and curvature statistics)."""
         seconds = time.perf_counter() - self.t0
-        tok_s = self.tokens_per_step * self.steps / seconds
-        rec = {"step": step, "tokens": step * self.tokens_per_step, "lr": lr, "ms_per_step": seconds * 1000 / self.steps,
-               "tokens_per_s": tok_s, "elapsed_s": elapsed_s, **means}
+        timed = self.timed_steps
+        tok_s = self.tokens_per_step * timed / seconds if timed else math.nan
+        rec = {"step": step, "tokens": step * self.tokens_per_step, "lr": lr,
+               "ms_per_step": seconds * 1000 / timed if timed else math.nan, "tokens_per_s": tok_s, "elapsed_s": elapsed_s, **means}
+        if self.compile_s is not None and timed < self.steps:  # this window held the compile step
+            rec["compile_s"] = self.compile_s
         used = self.steps - self.skipped
         if self.grad_clip > 0 and used:
             rec["grad_clip_rate"] = float(self.clipped) / used
@@ -92,4 +107,5 @@ class StepMeter:
         loss = f"{rec['loss']:.4f}" if "loss" in rec else "n/a (all skipped)"
         eta = steps_left * rec["ms_per_step"] / 1000 if math.isfinite(rec["ms_per_step"]) else math.nan
         return (f"step {rec['step']:>6}/{max_steps} | loss {loss} | lr {rec['lr']:.2e} | {rec['ms_per_step']:.1f} ms/step | "
-                f"{rec['tokens_per_s']:,.0f} tok/s | ETA {format_duration(eta)}{extra}")
+                f"{rec['tokens_per_s']:,.0f} tok/s | ETA {format_duration(eta)}{extra}"
+                + (f" | first step {rec['compile_s']:.1f} s (compile; not in tok/s)" if "compile_s" in rec else ""))

@@ -297,7 +297,7 @@ class Trainer:
             return already_done(self)
         self._announce()
         mfu = self.model.flops_per_token() / self.info.world_size / self.peak_flops if self.peak_flops else None
-        meter = StepMeter(self.device, self.tokens_per_step, t.grad_clip, t.skip_nonfinite, mfu)
+        meter = StepMeter(self.device, self.tokens_per_step, t.grad_clip, t.skip_nonfinite, mfu, first_step_compiles=t.compile)
         self._t_start = t_start = time.perf_counter()
         signals = StopSignals(announce=self.info.is_main).install()
         try:
