@@ -3,6 +3,7 @@
 #   make test    install the dev stack too, lint (ruff), run the test suite (CPU only)
 #   make lint    ruff check (style and imports) and lint-imports (import layers, no cycle; both set in pyproject.toml)
 #   make bench   step time Sophia-G vs AdamW, the Sophia update side by side, what the kernels compile to
+#   make device-prep   fill .device/ (wheels, GPT-2 corpus, tiktoken cache) for bench/device_check.sh on a lent GPU
 # GPU users: make install TORCH_SPEC=torch   (pip's default torch wheel is the CUDA build)
 
 PYTHON      ?= python3
@@ -23,7 +24,7 @@ ifneq ($(wildcard $(SHARED)/data/tinyshakespeare/input.txt),)
 export SOPHIA_TEST_CORPUS ?= $(SHARED)/data/tinyshakespeare/input.txt
 endif
 
-.PHONY: install install-core data demo lint test test-fast bench clean
+.PHONY: install install-core data demo lint test test-fast bench device-prep clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +70,9 @@ bench: install data
 	$(BIN)/python bench/bench_step_time.py
 	$(BIN)/python bench/bench_sophia_update.py
 	$(BIN)/python bench/compile_kernels.py
+
+device-prep: install
+	$(BIN)/python bench/device_prep.py --out .device
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

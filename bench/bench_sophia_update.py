@@ -11,7 +11,10 @@ run also times a device-to-device copy of the same bytes, the ceiling for a memo
     python bench/bench_sophia_update.py --sizes 10 30 100          # CPU
     python bench/bench_sophia_update.py --sizes 124 355 --e2e      # GPU (+ optimizer share of a step)
 
-Bytes per element for the Sophia step: read p, g, m, h and write p, m (fp32 params: 24 B; bf16: 18 B).
+Bytes per element for the Sophia step: read p, g, m, h and write p, m. With fp32 parameters every variant
+moves 24 B. With bf16 parameters the fused kernel keeps m and h in fp32 (18 B) while the unfused variants
+keep them in the parameters' bf16 (12 B): the table gives each variant's state dtype and computes its GB/s
+and %-of-copy from its own bytes, so neither is flattered by the other's traffic.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sophia_train.model import GPT, GPTConfig
 from sophia_train.optim import SophiaG, param_groups
 
 # (n_layer, n_head, n_embd) giving roughly the named size (millions, vocab 50304 tied)
-SHAPES = {10: (4, 4, 256), 30: (6, 6, 384), 100: (10, 12, 768), 124: (12, 12, 768), 355: (24, 16, 1024), 770: (36, 20, 1280)}
+SHAPES = {1: (1, 2, 16), 10: (4, 4, 256), 30: (6, 6, 384), 100: (10, 12, 768), 124: (12, 12, 768), 355: (24, 16, 1024), 770: (36, 20, 1280)}
 
 
 def gpt_param_shapes(size: int) -> list[torch.Size]:
@@ -121,6 +124,18 @@ def adamw_variant(shapes, device, dtype, fused: bool):
     return opt.step
 
 
+def bytes_per_element(label: str, dtype: torch.dtype) -> int:
+    """Bytes the Sophia variant ``label`` reads and writes per parameter: p, g, p' in the parameter dtype and
+    m, h, m' in its state dtype (fp32 in the fused kernel, the parameter dtype elsewhere)."""
+    size = 2 if dtype == torch.bfloat16 else 4
+    return 3 * size + 3 * (4 if "fused" in label else size)
+
+
+def state_dtype(label: str, dtype: torch.dtype) -> str:
+    """The dtype of m and h in variant ``label``."""
+    return "fp32" if "fused" in label or dtype == torch.float32 else "bf16"
+
+
 def variants(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch.dtype, interpret: bool) -> dict[str, Callable]:
     """Builders of every update timed on ``device``: label -> a function returning one optimizer step."""
     out = {
@@ -154,14 +169,14 @@ def end_to_end_row(size: int, n: int, device: torch.device, reps: int) -> str:
 
     total = time_it(train_step, device, reps)
     opt_ms = time_it(lambda: opt.step(bs=8 * 1024), device, reps)
-    return f"| {n / 1e6:.0f}M | end-to-end step (bf16 autocast, 8x1024) | {total:.2f} | | | | optimizer {opt_ms / total:.1%} of the step |"
+    return f"| {n / 1e6:.0f}M | end-to-end step (bf16 autocast, 8x1024) | fp32 | {total:.2f} | | | | optimizer {opt_ms / total:.1%} of the step |"
 
 
 def size_rows(size: int, device: torch.device, dtype: torch.dtype, args: argparse.Namespace) -> list[str]:
     """The table rows of one model size: every variant side by side, and on a GPU the copy bandwidth baseline."""
     shapes = gpt_param_shapes(size)
     n = sum(torch.Size(s).numel() for s in shapes)
-    nbytes = n * (3 * (2 if dtype == torch.bfloat16 else 4) + 3 * 4)  # p, g, p' in param dtype; m, h, m' fp32
+    nbytes = n * bytes_per_element("fused", dtype)  # the copy baseline moves what the fused kernel moves
     steps = {label: build() for label, build in variants(shapes, device, dtype, args.interpret).items()}
     results = time_interleaved(steps, device, args.reps)
     del steps
@@ -170,13 +185,15 @@ def size_rows(size: int, device: torch.device, dtype: torch.dtype, args: argpars
         src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
         dst = torch.empty_like(src)
         copy_ms = time_it(lambda: dst.copy_(src), device, args.reps * 4)  # reads + writes nbytes in total
-        rows.append(f"| {n / 1e6:.0f}M | device copy of the same bytes | {copy_ms:.3f} | {nbytes / copy_ms / 1e6:.0f} | | | 100% |")
+        rows.append(f"| {n / 1e6:.0f}M | device copy of the fused kernel's bytes | | {copy_ms:.3f} | {nbytes / copy_ms / 1e6:.0f} | | | 100% |")
+    copy_gbs = nbytes / copy_ms / 1e6 if copy_ms else None
     base, fe = results["official per-tensor loop"], results["sophia foreach"]
     for label, ms in results.items():
         sophia = not label.startswith("adamw")
-        gbs = f"{nbytes / ms / 1e6:.0f}" if sophia else ""
-        pct = f"{(copy_ms / ms) * 100:.0f}%" if copy_ms and sophia else ""
-        rows.append(f"| {n / 1e6:.0f}M | {label} | {ms:.2f} | {gbs} | {base / ms:.2f}x | {fe / ms:.2f}x | {pct} |")
+        gbs = n * bytes_per_element(label, dtype) / ms / 1e6 if sophia else None
+        pct = f"{gbs / copy_gbs:.0%}" if copy_gbs and gbs else ""
+        state = state_dtype(label, dtype) if sophia else ""
+        rows.append(f"| {n / 1e6:.0f}M | {label} | {state} | {ms:.2f} | {f'{gbs:.0f}' if gbs else ''} | {base / ms:.2f}x | {fe / ms:.2f}x | {pct} |")
     if args.e2e and device.type == "cuda":
         rows.append(end_to_end_row(size, n, device, args.reps))
     return rows
@@ -195,8 +212,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {time.strftime('%Y-%m-%d')} command: python bench/bench_sophia_update.py {' '.join(sys.argv[1:])}")
     print(f"# device: {name} | torch {torch.__version__} | dtype {args.dtype} | median of {args.reps}, variants interleaved")
-    print("| params | implementation | ms/step | GB/s | vs official loop | vs foreach | % of copy BW |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| params | implementation | m, h | ms/step | GB/s | vs official loop | vs foreach | % of copy BW |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
         for row in size_rows(size, device, dtype, args):
             print(row, flush=True)
