@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -28,13 +29,24 @@ def test_traffic_is_read_off_the_ptx():
         "div.full.f32", "sqrt.approx.ftz.f32"]
 
 
-def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_accesses():
+DEVICE_TRITON = "3.6.0"  # the GPU machine's image (/work/.library/device/KINDS.md); the venv has the current one
+
+
+def compiled_rows(extra_path: str | None = None) -> tuple[str, list[list[str]]]:
+    """bench/compile_kernels.py's table for sm_80 and sm_90 (``extra_path`` first on the path: another Triton)."""
     env = python_env()
     env.pop("TRITON_INTERPRET", None)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH")]))
     out = subprocess.run([PYTHON, str(SCRIPT), "--arch", "80", "90", "--check"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines() if line.startswith("| sm_")]
+    return out.stdout, rows
+
+
+def check_rows(rows: list[list[str]]) -> None:
+    """Every variant on both architectures: one pass, IEEE division, 128-bit accesses on padded buffers."""
     n_variants = len(codegen.variants(1024))
     assert len(rows) == 2 * (n_variants + 1)
     kernels = {r[1] for r in rows}
@@ -49,6 +61,28 @@ def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_access
         assert widths == ("32-bit" if "n%16!=0" in variant else "128-bit"), (arch, kernel, variant, widths)
     fp32_sophia = [r for r in rows if r[1] == "sophia_step" and r[2].startswith("fp32")]
     assert all(float(r[3]) == 16 and float(r[4]) == 8 for r in fp32_sophia)  # read p, g, m, h; write p, m
+
+
+def test_every_kernel_compiles_for_a100_and_h100_as_one_pass_with_128_bit_accesses():
+    check_rows(compiled_rows()[1])
+
+
+@pytest.mark.slow
+def test_every_kernel_compiles_with_the_device_images_triton(tmp_path):
+    """Triton 3.6 (the GPU image's) once typed the S3 kernel's 1e-38 fp64 and refused it; the current Triton did
+    not. Both must compile every variant, so the device's own Triton gets a second, throwaway install here."""
+    import shutil
+
+    target = tmp_path / "triton"
+    pip = subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), f"triton=={DEVICE_TRITON}"],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    try:
+        text, rows = compiled_rows(str(target))
+        assert text.startswith(f"# triton {DEVICE_TRITON}"), text[:200]
+        check_rows(rows)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)  # ~0.6 GB
 
 
 def test_the_optimizers_and_kernels_import_from_a_plain_checkout(tmp_path):
