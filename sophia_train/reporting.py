@@ -28,7 +28,7 @@ def banner_lines(tr: Any) -> list[str]:
         f"optim {cfg.optim.name}{impl} lr {cfg.optim.lr:g} | data {cfg.data.name} ({tr.dataset.tokenizer}, "
         f"{tr.dataset.num_tokens['train']:,} train tokens) | {parallel_note(tr)}{tr.info.world_size} process(es){backend_note(tr)} x "
         f"{tr.accum} micro-batches x {t.batch_size} x {tr.seq_len} = {tr.tokens_per_step:,} tokens/step | "
-        f"device {tr.device} {str(tr.ptdtype).replace('torch.', '')} | out {tr.out_dir}",
+        f"device {tr.device} {str(tr.ptdtype).replace('torch.', '')}{compile_note(tr)} | out {tr.out_dir}",
         describe(tr.threads),
     ]
     if tr.start_step:
@@ -48,6 +48,17 @@ def banner_lines(tr: Any) -> list[str]:
 def backend_note(tr: Any) -> str:
     """`` (nccl)`` / `` (gloo)`` when the run has a process group of several ranks."""
     return f" ({dist.get_backend()})" if tr.info.enabled and dist.is_initialized() else ""
+
+
+def compile_note(tr: Any) -> str:
+    """Which form of ``torch.compile`` runs (with ``train.compile``): whole model, around DDP, or per block under FSDP."""
+    if not tr.cfg.train.compile:
+        return ""
+    if tr.fsdp:
+        return " | compiled per block (inside FSDP)"
+    if tr.info.enabled:
+        return " | compiled around DDP (all-reduce overlaps the backward)"
+    return " | compiled (whole model)"
 
 
 def parallel_note(tr: Any) -> str:

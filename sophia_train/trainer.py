@@ -21,11 +21,10 @@ the one step s ended with); the last one right after the final evaluation.
 
 Three views of one model: ``model`` is the plain ``GPT`` (parameters, checkpoints, double backward);
 ``compiled_model`` is ``torch.compile(model)`` with ``train.compile``, else ``model`` (evaluation and
-the GNB forward); ``train_model`` is what a training step runs through (DDP around ``compiled_model``
-under torchrun). With ``train.parallel=fsdp`` all three are one module, sharded in place by
-``parallel.apply_fsdp`` (blocks compiled one by one first with ``train.compile``): its parameters are
-DTensor shards, the gradient norm and every logged statistic are summed over ranks, and checkpoints
-are sharded folders (``checkpoint/sharded.py``), written by ``checkpoint/checkpointer.py``.
+the GNB forward); ``train_model`` is what a step runs through: ``torch.compile(DDP(model))`` under torchrun
+(all-reduce overlaps the backward). Under ``train.parallel=fsdp`` all three are one module, sharded in place
+by ``parallel.apply_fsdp`` (blocks compiled first): DTensor shards, statistics summed over ranks, sharded
+checkpoint folders (``checkpoint/sharded.py``, written by ``checkpoint/checkpointer.py``).
 """
 
 from __future__ import annotations
@@ -115,8 +114,9 @@ class Trainer:
         self._init_progress()
         self.compiled_model: nn.Module = torch.compile(self.model) if t.compile and not self.fsdp else self.model
         self.train_model: nn.Module = self.compiled_model
-        if self.info.enabled and not self.fsdp:
-            self.train_model = apply_ddp(self.compiled_model, self.device)
+        if self.info.enabled and not self.fsdp:  # compile around DDP: Dynamo cuts the graph at DDP's buckets, so
+            ddp = apply_ddp(self.model, self.device)  # each bucket's all-reduce overlaps the rest of the backward
+            self.train_model = torch.compile(ddp) if t.compile else ddp
         self.sampler = BatchSampler(self.dataset, self.seq_len, t.batch_size, t.seed, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.peak_flops = device_peak_flops(self.device)

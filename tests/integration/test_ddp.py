@@ -21,11 +21,14 @@ def run_cli(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.C
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "adamw", "sophia_g+fused"])
+@pytest.mark.parametrize("optim", ["sophia_g", "sophia_h", "adamw", "sophia_g+fused", "sophia_g+compile"])
 def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path, optim):
-    """``+fused``: the Triton path (interpreted on CPU), whose .grad are views of a flat buffer DDP writes into."""
-    optim, _, fused = optim.partition("+")
-    extra = ["train.global_batch=8", "train.max_steps=21", "train.eval_interval=7", *(["optim.fused=true"] if fused else [])]
+    """``+fused``: the Triton path (interpreted on CPU), whose .grad are views of a flat buffer DDP writes into.
+    ``+compile``: torch.compile around DDP (graph cut at the buckets) against the whole compiled model."""
+    optim, _, variant = optim.partition("+")
+    fused, compiled = variant == "fused", variant == "compile"
+    extra = ["train.global_batch=8", "train.max_steps=21", "train.eval_interval=7", *(["optim.fused=true"] if fused else []),
+             *(["train.compile=true"] if compiled else [])]
     if optim.startswith("sophia"):
         extra += ["optim.hess_interval=4", "optim.hess_fraction=0.5"]  # refreshes at steps 0, 4, 8, 12, 16, 20
     single = run_cli(tiny_overrides(byte_data, tmp_path / "one", *extra, optim=optim))
@@ -35,6 +38,8 @@ def test_two_process_ddp_equals_single_process_accumulation(byte_data, tmp_path,
     assert "2 process(es) (gloo) x 1 micro-batches" in ddp.stdout
     if fused:
         assert "(fused triton)" in single.stdout and "(fused triton)" in ddp.stdout
+    if compiled:
+        assert "compiled (whole model)" in single.stdout and "compiled around DDP" in ddp.stdout
 
     def curves(d):
         rows = read_metrics(d / "metrics.jsonl")
