@@ -62,6 +62,7 @@ def loss_vs_budget(out: Path, rows: list[dict], size: str, fit) -> Path:
                       max(r["tokens"] for r in rows if r["size"] == size) * 2, 100)
     ax.plot(xs, fit(xs), "k--", lw=1, label=f"AdamW fit {fit.a:.3g}·D^-{fit.b:.3f} + {fit.c:.3f}")
     ax.set(xscale="log", xlabel="training tokens (budget)", ylabel="final val loss", title=f"{size}: loss at the end of training")
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # labelled minor ticks (2x10^5, 3x10^5, ...) overlap
     ax.legend(fontsize=7)
     return save_figure(fig, out / f"loss_vs_budget_{size}.png")
 
@@ -72,7 +73,6 @@ def speedup_vs_size(out: Path, rows: list[dict], sizes: list[str], infos: dict[s
     optims = sorted({r["optim"] for r in rows})
     n_budgets = min(len({r["steps"] for r in rows if r["size"] == size}) for size in sizes)
     fig, axes = plt.subplots(1, n_budgets, figsize=(3.6 * n_budgets, 3.6), squeeze=False, sharey=True)
-    marker = {"=": "o", ">": "^", "<": "v"}  # a bound: AdamW's measured budgets do not reach X's loss
     for i, ax in enumerate(axes[0]):
         steps_at = {size: sorted({r["steps"] for r in rows if r["size"] == size})[i] for size in sizes}
         for j, optim in enumerate(optims):
@@ -83,9 +83,7 @@ def speedup_vs_size(out: Path, rows: list[dict], sizes: list[str], infos: dict[s
             xs, ys = [infos[r["size"]].n_params for r in pts], [r["data_interp"] for r in pts]
             color = f"C{j % 10}"
             ax.plot(xs, ys, color=color, lw=1, label=optim)
-            for x, y, r in zip(xs, ys, pts):
-                bound = r.get("data_interp_bound", "=")
-                ax.plot([x], [y], marker=marker[bound], color=color, ms=6, mfc=color if bound == "=" else "none")
+            _bound_markers(ax, xs, ys, pts, color)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="parameters", title=f"{'/'.join(str(steps_at[s]) for s in sizes)} steps")
         _parameter_axis(ax, [infos[s].n_params for s in sizes])
@@ -107,20 +105,35 @@ def speedup_vs_batch(out: Path, rows: list[dict], batch: list[tuple[Size, int]])
         xs = [x for x, _ in pts]
         left.errorbar(xs, [r["delta"] for _, r in pts], yerr=[r["loss_sd"] for _, r in pts], marker="o", capsize=3,
                       color=f"C{j % 10}", label=optim)
-        right.plot(xs, [r["data_interp"] for _, r in pts], marker="o", color=f"C{j % 10}", label=optim)
+        ys = [r["data_interp"] for _, r in pts]
+        right.plot(xs, ys, color=f"C{j % 10}", lw=1, label=optim)
+        _bound_markers(right, xs, ys, [r for _, r in pts], f"C{j % 10}")
     left.axhline(0.0, color="k", lw=0.8)
     right.axhline(1.0, color="k", lw=0.8)
     left.set(xscale="log", xlabel="tokens per step", ylabel="final val loss − AdamW's", title="loss difference (below 0: better)")
     right.set(xscale="log", yscale="log", xlabel="tokens per step", ylabel="data speedup over AdamW (interpolated)",
-              title="speedup (bounds where AdamW's budgets do not reach)")
+              title="data speedup (hollow triangle: a bound)")
     for ax in (left, right):
         ax.xaxis.set_major_locator(ticker.FixedLocator([s.tokens_per_step for s, _ in batch]))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
+    right.yaxis.set_major_locator(ticker.FixedLocator([0.125, 0.25, 0.5, 0.6, 0.8, 1, 1.25, 1.5, 2, 3, 4, 8]))
     right.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_locator(ticker.NullLocator())
     right.legend(fontsize=7)
     fig.suptitle("against batch size (each batch re-tuned, at a budget that grows with it)", fontsize=9)
     return save_figure(fig, out / "speedup_vs_batch.png")
+
+
+MARKER = {"=": "o", ">": "^", "<": "v"}  # a bound: AdamW's measured budgets do not reach X's loss
+
+
+def _bound_markers(ax, xs: list[float], ys: list[float], rows: list[dict], color: str) -> None:
+    """A filled circle where the interpolated speedup is known, a hollow triangle (up: at least, down: at most) where
+    only a bound is."""
+    for x, y, r in zip(xs, ys, rows):
+        bound = r.get("data_interp_bound", "=")
+        ax.plot([x], [y], marker=MARKER[bound], color=color, ms=6, mfc=color if bound == "=" else "none")
 
 
 def _parameter_axis(ax, n_params: list[int]) -> None:
