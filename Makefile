@@ -13,6 +13,7 @@ TORCH_SPEC  ?= torch==2.13.0
 PIP_FLAGS   ?=
 DEMO_ARGS   ?=
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2  # pytest-xdist processes (one torch thread each): 12.7 min vs ~20 serially on 2 cores
 DEMO_OUT    ?= runs/demo
 
 # tiktoken's GPT-2 files and a test corpus from a checkout's ../shared when present (CI, offline).
@@ -61,10 +62,10 @@ lint: install
 	$(BIN)/lint-imports
 
 test: install lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: install data
 	$(BIN)/python bench/bench_step_time.py

@@ -14,6 +14,15 @@ if os.environ.get("SOPHIA_TEST_DEVICE", "cpu") == "cpu":
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs 2 workers on 2 cores) each worker keeps to one torch thread:
+    two workers of two threads each would oversubscribe the cores and run slower than one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 CONFIG_DIR = REPO / "configs"
 
 
