@@ -98,6 +98,7 @@ class Runner:
         for row in rows:
             self.results[row["name"]] = row
         self.planned, self.trained, self.train_seconds = planned, 0, 0.0
+        self.grown = 0  # runs past the stage's estimate (a grid extended past its edge, a settle move)
         self.seen: set[str] = set()  # distinct runs asked for so far (a point tuning revisits counts once)
         self.t0 = time.perf_counter()
 
@@ -108,13 +109,15 @@ class Runner:
 
     def replan(self, left: int) -> None:
         """Re-base the progress total at a stage boundary: ``left`` more distinct runs are expected."""
-        self.planned = self.done + left
+        self.planned, self.grown = self.done + left, 0
 
     def run(self, size: Size, optim: str, point: dict[str, float], steps: int, seed: int, phase: str) -> RunResult:
         """The final val loss, seconds and tokens of one run (inf loss when it diverged)."""
         name = run_name(size, optim, point, steps, seed)
         self.seen.add(name)
-        self.planned = max(self.planned, self.done)
+        if self.done > self.planned:
+            self.grown += self.done - self.planned
+            self.planned = self.done
         if name not in self.results:
             self.results[name] = self._train(name, size, optim, point, steps, seed)
             with locked(self.out), open(self.results_file, "a") as f:  # other workers append to the same file
@@ -160,5 +163,6 @@ class Runner:
         left = max(0, self.planned - self.done) * mean
         row = self.results[name]
         print(f"[{self.profile.name}] {self.done}/{self.planned} runs | {phase} | {name} | final val {row['final_val']:.4f} | "
-              f"{row['wall']:.1f}s | elapsed {format_duration(time.perf_counter() - self.t0)} | ETA ~{format_duration(left)}",
+              f"{row['wall']:.1f}s | elapsed {format_duration(time.perf_counter() - self.t0)} | ETA ~{format_duration(left)}"
+              + (f" | plan +{self.grown} (a grid extended or a neighbour move; re-estimated at the next stage)" if self.grown else ""),
               flush=True)

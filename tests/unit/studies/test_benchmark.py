@@ -361,3 +361,20 @@ def test_sensitivity_plot_text_stays_inside_the_figure(tmp_path, monkeypatch, ke
     plots.sensitivity(tmp_path, "adamw", points, base)
     assert any("sensitivity around the Phase I point" in t for t in seen)
     assert all(seen.values()), [t for t, ok in seen.items() if not ok]
+
+
+def test_a_plan_that_grows_says_so_on_the_progress_line(tmp_path, capsys, monkeypatch):
+    """The quick benchmark's total once grew from 76 to 94 with no word why: past the estimate, each progress
+    line says by how much the plan grew, until the next stage re-estimates it."""
+    profile = PROFILES["quick"]
+    runner = Runner(tmp_path, profile, [], planned=1)
+    monkeypatch.setattr(runner, "_train", lambda name, *a: {"name": name, "final_val": 2.0, "seconds": 1.0, "tokens": 8, "wall": 1.0})
+    size = profile.sizes[0]
+    for lr in (0.01, 0.02, 0.04):
+        runner.run(size, "adamw", {"lr": lr}, 10, 0, "phase I adamw")
+    lines = [line for line in capsys.readouterr().out.splitlines() if " runs |" in line]
+    assert "plan +" not in lines[0] and lines[1].endswith("re-estimated at the next stage)") and "plan +2" in lines[2]
+    assert lines[2].split("] ")[1].startswith("3/3 runs")
+    runner.replan(1)
+    runner.run(size, "adamw", {"lr": 0.08}, 10, 0, "phase II adamw")
+    assert "plan +" not in capsys.readouterr().out
