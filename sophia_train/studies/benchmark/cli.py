@@ -26,7 +26,7 @@ runs, and a run interrupted mid-way continues from its checkpoint. ``OUT/table.m
 rebuilt from results at the end (``--report-only`` rebuilds them alone, byte for byte).
 
     python scripts/optimizer_benchmark.py --profile quick --out runs/benchmark_quick   # a few minutes, pipeline test
-    python scripts/optimizer_benchmark.py --profile cpu --out results/benchmark_cpu_v2 --workers 2   # ~2-3 h on 2 cores
+    python scripts/optimizer_benchmark.py --profile cpu --out results/benchmark_cpu_v21 --workers 2  # protocol v2.1, ~3 h on 2 cores
     python scripts/optimizer_benchmark.py --profile gpu_small --estimate                # GPU-hours, no runs
 """
 

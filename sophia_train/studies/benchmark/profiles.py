@@ -50,6 +50,7 @@ class Profile:
     anchor_index: int | None = None  # Phase I's budget at the first size (None: the middle one)
     extensions: int = 3  # how far a line search may step past the edge of its grid
     ablation: bool = False  # also run each optimizer with beta1 at its default (LR and rho retuned), at the anchor
+    joint: tuple[tuple[str, str], ...] = ()  # after coordinate descent, joint moves of these pairs (search.joint_search)
     note: str = ""  # said at the top of table.md
 
     @property
@@ -156,10 +157,17 @@ def _batch_point(batch: int, tokens_per_param: tuple[float, ...]) -> Size:
                 budgets(_TINY_PARAMS, tokens, tokens_per_param), _TINY_PARAMS, tokens, axis="batch", retune=(len(tokens_per_param) - 1,))
 
 
-def _cpu_v2(optims: tuple[str, ...]) -> dict:
+# Protocol v2.1: LR and warmup also move together after coordinate descent. The v2 cpu run's Sophia-G stopped at
+# LR 2.5e-4 / warmup 5 % (2.11 nats at 5 tokens/param) because each alone looked worse; moved together (2e-3, 40 %)
+# they gave 1.74 (results/benchmark_cpu_v2/probe_joint_moves.md); AdamW gained nothing from the same move.
+JOINT = (("lr", "warmup"),)
+
+
+def _cpu_v2(optims: tuple[str, ...], joint: tuple[tuple[str, str], ...] = JOINT) -> dict:
     """Protocol v2 at CPU scale: tiny2x64 from 2.5 to 20 tokens per parameter (batch 512 tokens), a batch axis
     at 2,048 and 4,096 tokens per step with budgets that grow with the batch, two-seed Phase I at 5 tokens per
-    parameter, 64K validation tokens, beta1 searched, grids extended up to 8 times past an edge."""
+    parameter, 64K validation tokens, beta1 searched, grids extended up to 8 times past an edge; ``joint``: the pairs
+    that also move together after coordinate descent (v2.1; the v2 run had none)."""
     lr = {o: _CPU_LR[o] for o in optims}
     return dict(
         base=_BASE_V2,
@@ -167,7 +175,7 @@ def _cpu_v2(optims: tuple[str, ...]) -> dict:
                _batch_point(32, (10, 20)), _batch_point(64, (20, 40))),
         seeds=(0, 1, 2), spaces=_own_spaces(lr, warmup=[0.025, 0.05, 0.1], beta1=True),
         phase2={o: _PHASE2_V2[o] for o in optims}, fixed={o: FIXED[o] for o in optims},
-        tune_seeds=2, phase2_seeds=1, anchor_index=1, extensions=8, ablation=True)
+        tune_seeds=2, phase2_seeds=1, anchor_index=1, extensions=8, ablation=True, joint=joint)
 
 
 _V1_REASON = "protocol v1 left it at its default (the flaw issue 22 fixed); kept only to rebuild results/benchmark_cpu"
@@ -193,7 +201,8 @@ PROFILES: dict[str, Profile] = {
         note="**Pipeline test only**: models of 10-68K parameters for 100-400 steps on 4 val batches learn little beyond "
              "byte frequencies, so this table's differences are noise. The `cpu` profile is the measurement.",
     ),
-    "cpu": Profile(name="cpu", **_cpu_v2(_V2_OPTIMS)),
+    "cpu": Profile(name="cpu", **_cpu_v2(_V2_OPTIMS)),  # protocol v2.1
+    "cpu_v2": Profile(name="cpu_v2", **_cpu_v2(_V2_OPTIMS, joint=())),  # v2 as results/benchmark_cpu_v2 ran it
     "cpu_all": Profile(name="cpu_all", **_cpu_v2(tuple(FIRST_MOMENT))),  # every optimizer: ~6-7 h on 2 cores
     "cpu_v1": Profile(  # protocol v1 (beta1 fixed, 0.03-3.4 tokens per parameter): what results/benchmark_cpu ran
         name="cpu_v1",
@@ -216,6 +225,7 @@ PROFILES: dict[str, Profile] = {
         spaces=_own_spaces({"adamw": 6e-4, "lion": 1e-4, "sophia_g": 3e-4, "sophia_h": 3e-4, "s3": 6e-4, "muon": 2e-3,
                             "soap": 3e-3, "kron": 3e-4}, warmup=[0.01, 0.02, 0.04], beta1=True),
         phase2=_PHASE2_V2, fixed=FIXED, tune_seeds=2, phase2_seeds=1, anchor_index=1, extensions=8, ablation=True,
+        joint=JOINT,
     ),
 }
 

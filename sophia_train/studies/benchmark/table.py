@@ -46,13 +46,22 @@ def _num(value: float, fmt: str) -> str:
     return f"{value:{fmt}}" if value is not None and math.isfinite(value) else "-"
 
 
+def joint_sentence(profile: Profile) -> str:
+    """What the joint search adds to Phase I (empty when the profile has none)."""
+    if not profile.joint:
+        return ""
+    pairs = ", ".join(f"{a} x {b}" for a, b in profile.joint)
+    return (f" After coordinate descent, {pairs} move together (both x2^k, or one x2^k and the other x2^-k, k = 1-3: 12 "
+            "points per pair) to the best if it is better, and the x1/2 / x2 neighbour check runs again.")
+
+
 def protocol_lines(profile: Profile, seeds: int) -> list[str]:
     """How the profile searched: seeds per stage, validation tokens, and every hyperparameter left fixed, with why."""
     anchor, steps = profile.anchor
     lines = ["## Protocol", "", f"Phase I at {anchor.name} / {steps} steps ({anchor.tokens_per_param(steps):.3g} tokens per "
              f"parameter), each point's loss the mean over {profile.tune_seeds} seed(s); Phase II on {profile.phase2_seeds} "
              f"seed(s) at every other retuned budget; final points on {seeds} seeds. A line search steps past the edge of its "
-             f"grid up to {profile.extensions} times while the best value sits on it.", "",
+             f"grid up to {profile.extensions} times while the best value sits on it.{joint_sentence(profile)}", "",
              "| optimizer | searched | fixed (why) |", "| --- | --- | --- |"]
     for optim, space in profile.spaces.items():
         fixed = profile.fixed.get(optim, {})

@@ -12,7 +12,7 @@ from pathlib import Path
 from sophia_train.atomic import atomic_write_text
 from sophia_train.studies.benchmark.profiles import FIRST_MOMENT, Profile, Size, feasible, first_moment_default
 from sophia_train.studies.benchmark.runner import Runner, locked
-from sophia_train.studies.search import settle, tune, tune_runs
+from sophia_train.studies.search import JOINT_STEPS, joint_search, settle, tune, tune_runs
 
 
 @dataclass
@@ -54,7 +54,9 @@ def run_counts(profile: Profile, optim: str) -> RunCounts:
     key = ablated_key(profile, optim)
     ablation = (tune_runs(sub) * profile.phase2_seeds + seeds - profile.phase2_seeds if (sub := retuned(profile, optim, key))
                 else seeds) if key else 0
-    return RunCounts(tune_runs(profile.spaces[optim]) * profile.tune_seeds, n2 * profile.phase2_seeds, len(points), finals, ablation)
+    joint = len(JOINT_STEPS) * 4 * sum(all(k in profile.spaces[optim] for k in pair) for pair in profile.joint)
+    return RunCounts((tune_runs(profile.spaces[optim]) + joint) * profile.tune_seeds, n2 * profile.phase2_seeds, len(points), finals,
+                     ablation)
 
 
 def planned_runs(profile: Profile, optims: list[str] | None = None) -> int:
@@ -99,6 +101,8 @@ def _tune_optimizer(profile: Profile, runner: Runner, optim: str, later: int) ->
     seeds1 = profile.seeds[: profile.tune_seeds]
     phase1 = lambda point: search.loss(point, anchor_size, anchor_steps, seeds1, "phase I")  # noqa: E731
     base = settle(tune(profile.spaces[optim], phase1, profile.extensions), phase1)
+    if profile.joint:  # then across diagonal valleys, and a checked local optimum again
+        base = settle(joint_search(base, phase1, profile.joint), phase1)
     n = run_counts(profile, optim)
     runner.replan(later + n.retuned_budgets * n.phase2_per_budget + n.final_seeds + n.ablation)
     chosen = {f"{anchor_size.name}/{anchor_steps}": base}
