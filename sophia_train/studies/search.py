@@ -45,11 +45,12 @@ def tune_runs(space: dict[str, list[float]]) -> int:
 
 
 JOINT_STEPS = (1, 2, 3)  # a joint move scales both hyperparameters by 2**k (or one by 2**k, the other by 2**-k)
+JOINT_POINTS = 4 * len(JOINT_STEPS)  # the four directions of each step: what one pair's joint search may run
 
 
 def joint_moves(point: dict[str, float], pair: tuple[str, str]) -> list[dict[str, float]]:
     """The points a joint search tries for ``pair`` = (a, b): a and b scaled together by 2**k and 2**-k for k in
-    ``JOINT_STEPS``, in all four directions (12 points)."""
+    ``JOINT_STEPS``, in all four directions (``JOINT_POINTS`` of them)."""
     a, b = pair
     out = []
     for sa, sb in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
@@ -65,13 +66,16 @@ def joint_search(point: dict[str, float], loss_of, pairs: tuple[tuple[str, str],
     for pair in pairs:
         if not all(key in point for key in pair):
             continue
-        centre = loss_of(point)
-        near = joint_moves(point, pair)
-        losses = [loss_of(p) for p in near]
-        best = min(range(len(near)), key=losses.__getitem__)
-        if losses[best] < centre:
-            point = near[best]
+        point = _better_of(point, joint_moves(point, pair), loss_of) or point
     return point
+
+
+def _better_of(point: dict[str, float], near: list[dict[str, float]], loss_of) -> dict[str, float] | None:
+    """The best of ``near`` if its loss is below ``point``'s, else None."""
+    centre = loss_of(point)
+    losses = [loss_of(p) for p in near]
+    best = min(range(len(near)), key=losses.__getitem__)
+    return near[best] if losses[best] < centre else None
 
 
 def settle(point: dict[str, float], loss_of, max_moves: int = 20) -> dict[str, float]:
@@ -79,11 +83,8 @@ def settle(point: dict[str, float], loss_of, max_moves: int = 20) -> dict[str, f
     most ``max_moves`` times), so a search ends at a checked local optimum: coordinate descent's last sweep
     leaves the neighbours of hyperparameters searched before its last move untried."""
     for _ in range(max_moves):
-        centre = loss_of(point)
-        near = [{**point, key: point[key] * factor} for key in point for factor in (0.5, 2.0)]
-        losses = [loss_of(p) for p in near]
-        best = min(range(len(near)), key=losses.__getitem__)
-        if not losses[best] < centre:
+        better = _better_of(point, [{**point, key: point[key] * factor} for key in point for factor in (0.5, 2.0)], loss_of)
+        if better is None:
             break
-        point = near[best]
+        point = better
     return point

@@ -9,6 +9,7 @@ import math
 from sophia_train.studies.benchmark.costs import SizeInfo
 from sophia_train.studies.benchmark.profiles import FIRST_MOMENT, Profile, batch_axis, feasible
 from sophia_train.studies.benchmark.tuning import at_anchor
+from sophia_train.studies.search import JOINT_POINTS, JOINT_STEPS
 from sophia_train.studies.speedup import Interpolated
 
 
@@ -51,8 +52,9 @@ def joint_sentence(profile: Profile) -> str:
     if not profile.joint:
         return ""
     pairs = ", ".join(f"{a} x {b}" for a, b in profile.joint)
-    return (f" After coordinate descent, {pairs} move together (both x2^k, or one x2^k and the other x2^-k, k = 1-3: 12 "
-            "points per pair) to the best if it is better, and the x1/2 / x2 neighbour check runs again.")
+    return (f" After coordinate descent, {pairs} move together (both x2^k, or one x2^k and the other x2^-k, k = "
+            f"{min(JOINT_STEPS)}-{max(JOINT_STEPS)}: {JOINT_POINTS} points per pair) to the best if it is better, and the "
+            "x1/2 / x2 neighbour check runs again.")
 
 
 def protocol_lines(profile: Profile, seeds: int) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sophia_train.atomic import atomic_write_text
 from sophia_train.studies.benchmark.profiles import FIRST_MOMENT, Profile, Size, feasible, first_moment_default
 from sophia_train.studies.benchmark.runner import Runner, locked
-from sophia_train.studies.search import JOINT_STEPS, joint_search, settle, tune, tune_runs
+from sophia_train.studies.search import JOINT_POINTS, joint_search, settle, tune, tune_runs
 
 
 @dataclass
@@ -54,7 +54,7 @@ def run_counts(profile: Profile, optim: str) -> RunCounts:
     key = ablated_key(profile, optim)
     ablation = (tune_runs(sub) * profile.phase2_seeds + seeds - profile.phase2_seeds if (sub := retuned(profile, optim, key))
                 else seeds) if key else 0
-    joint = len(JOINT_STEPS) * 4 * sum(all(k in profile.spaces[optim] for k in pair) for pair in profile.joint)
+    joint = JOINT_POINTS * sum(all(k in profile.spaces[optim] for k in pair) for pair in profile.joint)
     return RunCounts((tune_runs(profile.spaces[optim]) + joint) * profile.tune_seeds, n2 * profile.phase2_seeds, len(points), finals,
                      ablation)
 
