@@ -97,8 +97,7 @@ class Runner:
             rows = read_results(self.results_file, repair=True)
         for row in rows:
             self.results[row["name"]] = row
-        self.planned, self.trained, self.train_seconds = planned, 0, 0.0
-        self.grown = 0  # runs past the stage's estimate (a grid extended past its edge, a settle move)
+        self.estimate, self.trained, self.train_seconds = planned, 0, 0.0  # this stage's expected total of runs
         self.seen: set[str] = set()  # distinct runs asked for so far (a point tuning revisits counts once)
         self.t0 = time.perf_counter()
 
@@ -107,17 +106,24 @@ class Runner:
         """Distinct runs finished or reused so far."""
         return len(self.seen)
 
+    @property
+    def planned(self) -> int:
+        """The progress total: the stage's estimate, or the runs done once they pass it."""
+        return max(self.estimate, self.done)
+
+    @property
+    def grown(self) -> int:
+        """Runs past the stage's estimate (a grid extended past its edge, a neighbour move)."""
+        return max(0, self.done - self.estimate)
+
     def replan(self, left: int) -> None:
         """Re-base the progress total at a stage boundary: ``left`` more distinct runs are expected."""
-        self.planned, self.grown = self.done + left, 0
+        self.estimate = self.done + left
 
     def run(self, size: Size, optim: str, point: dict[str, float], steps: int, seed: int, phase: str) -> RunResult:
         """The final val loss, seconds and tokens of one run (inf loss when it diverged)."""
         name = run_name(size, optim, point, steps, seed)
         self.seen.add(name)
-        if self.done > self.planned:
-            self.grown += self.done - self.planned
-            self.planned = self.done
         if name not in self.results:
             self.results[name] = self._train(name, size, optim, point, steps, seed)
             with locked(self.out), open(self.results_file, "a") as f:  # other workers append to the same file
