@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """What the device is and what it can do, measured: name, memory, SM count, versions, the datasheet bf16
 peak, a device-to-device copy's bandwidth and a bf16 matrix product's FLOP/s (the ceilings the fused update
-and MFU are compared with). Writes one JSON object (``--out``, else stdout).
+and MFU are compared with), timed as bench_sophia_update.py times its copy baseline (median of synchronised reps).
+Writes one JSON object (``--out``, else stdout).
 
     python bench/device_facts.py --out facts.json            # GPU
     python bench/device_facts.py --dry-run --out facts.json  # CPU rehearsal, small sizes
@@ -21,28 +22,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a plain checkout works too
+from bench_sophia_update import time_it  # noqa: E402  (this script's folder is on the path)
+
 from sophia_train.metrics import peak_flops_for_name  # noqa: E402
-
-
-def timed_ms(fn, device: torch.device, reps: int, warmup: int = 3) -> float:
-    """Mean milliseconds of ``fn`` over ``reps`` runs after ``warmup`` untimed ones, synchronised on CUDA."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) * 1000 / reps
 
 
 def copy_bandwidth_gbs(device: torch.device, nbytes: int, reps: int) -> float:
     """Bytes read plus bytes written per second (GB/s) of a device-to-device copy of ``nbytes``."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = timed_ms(lambda: dst.copy_(src), device, reps)
+    ms = time_it(lambda: dst.copy_(src), device, reps, warmup=3)
     return 2 * nbytes / ms / 1e6
 
 
@@ -50,7 +39,7 @@ def matmul_tflops(device: torch.device, n: int, reps: int) -> float:
     """TFLOP/s of an n x n x n bf16 matrix product on random data."""
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    ms = timed_ms(lambda: a @ b, device, reps)
+    ms = time_it(lambda: a @ b, device, reps, warmup=3)
     return 2 * n**3 / ms / 1e9
 
 

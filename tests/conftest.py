@@ -14,6 +14,7 @@ if os.environ.get("SOPHIA_TEST_DEVICE", "cpu") == "cpu":
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "configs"
 
 
 def pytest_configure(config):
@@ -23,7 +24,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
-CONFIG_DIR = REPO / "configs"
 
 
 def corpus_file() -> str | None:
